@@ -1,0 +1,235 @@
+"""`Backbone`: one CLIP model with its own preprocessing, normalised encoders and metadata.
+
+Every spec form goes through open_clip's own factory, so a checkpoint loads exactly as it would
+in open_clip; clipfuse adds provenance (weights hash + preprocessing -> fingerprint) and metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, parse_backbone_spec
+from clipfuse.backbones.weights import resolve_hub_dir, resolve_tag_checkpoint
+from clipfuse.hashing import file_sha256
+from clipfuse.errors import BackboneError
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class BackboneInfo:
+    """What a backbone is, recorded in every manifest and listing."""
+
+    spec: str
+    name: str
+    family: str  # "resnet" | "vit" | "timm:<model>" | other tower type
+    embed_dim: int
+    image_size: int
+    preprocess: dict[str, Any]
+    weights_sha256: str
+    logit_scale: float
+    logit_bias: float | None
+    params_m: float
+    image_gflops: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever weights or preprocessing change, so cached features never go stale."""
+        payload = json.dumps(
+            {"weights": self.weights_sha256, "preprocess": self.preprocess, "dim": self.embed_dim},
+            sort_keys=True,
+        )
+        slug = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in self.name).strip("-")
+        return f"{slug}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "fingerprint": self.fingerprint}
+
+
+class Backbone:
+    """An open_clip model ready for feature extraction.
+
+    `encode_images` and `encode_texts` return L2-normalised embeddings (METHOD.md §1: normalising
+    matters). SigLIP-style models keep their logit bias in `info.logit_bias`; clipfuse's zero-shot
+    logits drop it because a per-row constant changes neither softmax nor argmax.
+    """
+
+    def __init__(self, spec: BackboneSpec, model: torch.nn.Module, preprocess, tokenizer, info: BackboneInfo):
+        self.spec = spec
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.info = info
+        self.device = torch.device("cpu")
+        self.precision = "fp32"
+
+    def __repr__(self) -> str:
+        return f"Backbone({self.info.name!r}, dim={self.info.embed_dim}, size={self.info.image_size})"
+
+    def to(self, device: str | torch.device = "cpu", precision: str = "fp32") -> Backbone:
+        if precision not in PRECISIONS:
+            raise BackboneError(f"unknown precision {precision!r} (use fp32, bf16 or fp16)")
+        self.device = torch.device(device)
+        self.precision = precision
+        self.model.to(self.device)
+        return self
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) preprocessed pixels -> (N, D) float32, L2-normalised."""
+        pixels = pixels.to(self.device, non_blocking=True)
+        with self._autocast():
+            feats = self.model.encode_image(pixels)
+        return F.normalize(feats.float(), dim=-1)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        """Strings -> (M, D) float32, L2-normalised."""
+        tokens = self.tokenizer(texts).to(self.device)
+        with self._autocast():
+            feats = self.model.encode_text(tokens)
+        return F.normalize(feats.float(), dim=-1)
+
+
+def _model_family(model_cfg: dict[str, Any]) -> str:
+    vision = model_cfg.get("vision_cfg", {})
+    if "timm_model_name" in vision:
+        return f"timm:{vision['timm_model_name']}"
+    layers = vision.get("layers")
+    if isinstance(layers, (list, tuple)):
+        return "resnet"
+    return "vit"
+
+
+def _random_model(spec: BackboneSpec):
+    """A model with random weights from a config file, seeded by the config's content."""
+    import open_clip
+
+    text = Path(spec.location).read_text()
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise BackboneError(f"model config {spec.location!r} is not valid JSON ({exc})") from None
+    model_cfg = raw.get("model_cfg", raw)
+    preprocess_cfg = raw.get("preprocess_cfg", {})
+    if not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise BackboneError(f"{spec.location!r} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+    digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()
+    name = f"clipfuse-random-{digest[:16]}"
+    tmp = Path(tempfile.gettempdir()) / "clipfuse-configs"
+    tmp.mkdir(exist_ok=True)
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps(model_cfg))
+    open_clip.add_model_config(path)
+    with torch.random.fork_rng():
+        torch.manual_seed(int(digest[:8], 16))
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **_pp_kwargs(preprocess_cfg))
+    tokenizer = open_clip.get_tokenizer(name)
+    return model, preprocess, tokenizer, model_cfg, f"random:{digest}"
+
+
+def _pp_kwargs(preprocess_cfg: dict[str, Any]) -> dict[str, Any]:
+    keys = {"mean": "image_mean", "std": "image_std", "interpolation": "image_interpolation", "resize_mode": "image_resize_mode"}
+    return {keys[k]: v for k, v in preprocess_cfg.items() if k in keys}
+
+
+def _create(spec: BackboneSpec):
+    """(model, preprocess, tokenizer, model_cfg, weights_id) for any spec kind."""
+    import open_clip
+    from open_clip.factory import get_model_config
+
+    if spec.kind == "random":
+        return _random_model(spec)
+    if spec.kind in ("local-dir", "zoo"):
+        directory = spec.location if spec.kind == "local-dir" else str(ZOO_DIR / spec.location)
+        name = f"local-dir:{directory}"
+        model_cfg = json.loads(Path(directory, "open_clip_config.json").read_text())["model_cfg"]
+        weights = _first_weights_file(Path(directory))
+        if weights is None:
+            raise BackboneError(f"no weights file (*.safetensors, *.bin, *.pth) in {directory!r}")
+        model, _, preprocess = open_clip.create_model_and_transforms(name)
+        return model, preprocess, open_clip.get_tokenizer(name), model_cfg, file_sha256(weights)
+    if spec.kind == "hf-hub":
+        config_path, weights = resolve_hub_dir(spec.location)
+        directory = str(Path(config_path).parent)
+        name = f"local-dir:{directory}"
+        model_cfg = json.loads(Path(config_path).read_text())["model_cfg"]
+        model, _, preprocess = open_clip.create_model_and_transforms(name)
+        return model, preprocess, open_clip.get_tokenizer(name), model_cfg, file_sha256(weights)
+    # built-in architecture with a tag or a file
+    if spec.arch not in open_clip.list_models():
+        raise BackboneError(f"unknown open_clip architecture {spec.arch!r} (see `clipfuse backbones`)")
+    weights = spec.location if spec.kind == "local-file" else resolve_tag_checkpoint(spec.arch, spec.location)
+    pretrained = spec.location if spec.kind == "pretrained-tag" else weights
+    if spec.kind == "local-file":
+        warnings.warn(
+            f"{spec.raw}: a bare weights file carries no preprocessing; using {spec.arch}'s default "
+            "(recorded in the backbone fingerprint)",
+            stacklevel=3,
+        )
+    model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=pretrained)
+    return model, preprocess, open_clip.get_tokenizer(spec.arch), get_model_config(spec.arch), file_sha256(weights)
+
+
+def _first_weights_file(directory: Path) -> Path | None:
+    for pattern in ("*.safetensors", "*.bin", "*.pth", "*.pt"):
+        hits = sorted(directory.glob(pattern))
+        if hits:
+            return hits[0]
+    return None
+
+
+def load_backbone(spec: str | BackboneSpec, device: str = "cpu", precision: str = "fp32", with_gflops: bool = True) -> Backbone:
+    """Build a ready-to-use `Backbone` from any spec string (see `clipfuse.backbones.spec`)."""
+    parsed = parse_backbone_spec(spec) if isinstance(spec, str) else spec
+    logging.disable(logging.WARNING)  # open_clip logs "randomly initialised" etc. at WARNING
+    try:
+        model, preprocess, tokenizer, model_cfg, weights_id = _create(parsed)
+    except BackboneError:
+        raise
+    except (RuntimeError, FileNotFoundError, ValueError, KeyError, OSError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise BackboneError(f"could not load backbone {parsed.raw!r}: {first}") from None
+    finally:
+        logging.disable(logging.NOTSET)
+    model.eval()
+    pp_cfg = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    pp_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in pp_cfg.items()}
+    size = pp_cfg.get("size", model_cfg.get("vision_cfg", {}).get("image_size", 224))
+    size = size[0] if isinstance(size, (list, tuple)) else int(size)
+    scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
+    bias = getattr(model, "logit_bias", None)
+    info = BackboneInfo(
+        spec=parsed.raw,
+        name=parsed.name,
+        family=_model_family(model_cfg),
+        embed_dim=int(model_cfg["embed_dim"]),
+        image_size=int(size),
+        preprocess=pp_cfg,
+        weights_sha256=weights_id,
+        logit_scale=scale,
+        logit_bias=float(bias.item()) if bias is not None else None,
+        params_m=sum(p.numel() for p in model.visual.parameters()) / 1e6,
+    )
+    backbone = Backbone(parsed, model, preprocess, tokenizer, info).to(device, precision)
+    if with_gflops:
+        from clipfuse.backbones.flops import image_gflops
+
+        info.image_gflops = image_gflops(backbone)
+    return backbone

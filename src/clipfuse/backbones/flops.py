@@ -1,0 +1,45 @@
+"""Image-tower GFLOPs, counted once with PyTorch's own FLOP counter and memoised.
+
+Convention: 2 FLOPs per multiply-add (the convention of a matmul benchmark's 2·M·N·K), so
+`gflops × images/s` compares directly with a measured matrix-multiply rate. fvcore-based tables
+such as open_clip's model profile count one per multiply-add: divide ours by 2 to compare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+_CACHE = Path(os.environ.get("CLIPFUSE_CACHE", "~/.cache/clipfuse")).expanduser() / "gflops.json"
+
+
+def image_gflops(backbone) -> float:
+    """GFLOPs of one image through the image tower at the backbone's input size."""
+    key = backbone.info.fingerprint
+    cache: dict[str, float] = {}
+    if _CACHE.is_file():
+        try:
+            cache = json.loads(_CACHE.read_text())
+        except (OSError, ValueError):
+            cache = {}
+    if key in cache:
+        return cache[key]
+    size = backbone.info.image_size
+    pixels = torch.zeros(1, 3, size, size, device=backbone.device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        backbone.model.encode_image(pixels)
+    gflops = counter.get_total_flops() / 1e9
+    cache[key] = gflops
+    try:
+        _CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _CACHE.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, _CACHE)
+    except OSError:
+        pass
+    return gflops

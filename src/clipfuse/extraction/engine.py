@@ -1,0 +1,184 @@
+"""Extraction: N backbones in one pass over a dataset view, into the feature store.
+
+Each missing shard is processed once: its images are decoded once (DataLoader workers), every
+backbone that lacks the shard encodes them, and each backbone's shard is written atomically as
+soon as all its positions are done. Killing the run loses at most the shards in flight; running
+again redoes only those. A second identical run finds nothing missing and returns at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from clipfuse.backbones.backbone import Backbone
+from clipfuse.data.dataset import ImageDataset
+from clipfuse.extraction.decode_once import DecodeOnceDataset, Perturbation, collate_decoded
+from clipfuse.store import EntryKey, FeatureStore
+
+DEFAULT_SHARD_SIZE = 1024
+
+
+@dataclass
+class ExtractionReport:
+    view: str
+    entries: dict[str, EntryKey]  # backbone name -> store key
+    images_processed: int = 0
+    shards_written: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_processed / self.seconds if self.seconds > 0 else 0.0
+
+
+def view_name(dataset: ImageDataset, perturbation_key: str | None = None) -> str:
+    """Store view for a dataset selection, plus the perturbation (part of the key) if any."""
+    return dataset.view_key if perturbation_key is None else f"{dataset.view_key}+{perturbation_key}"
+
+
+def entry_provenance(backbone: Backbone, dataset: ImageDataset, perturbation_key: str | None) -> dict[str, Any]:
+    """What the features depend on; an existing entry must match this exactly."""
+    info = backbone.info
+    return {
+        "backbone": {
+            "spec": info.spec,
+            "fingerprint": info.fingerprint,
+            "weights_sha256": info.weights_sha256,
+            "preprocess": info.preprocess,
+            "embed_dim": info.embed_dim,
+        },
+        "dataset": {
+            "name": dataset.name,
+            "source": dataset.source,
+            "source_fingerprint": dataset.source_fingerprint,
+            "split": dataset.split,
+            "fingerprint": dataset.fingerprint,
+            "limit": dataset.limit,
+        },
+        "perturbation": perturbation_key,
+        "feature": "L2-normalised projected image embedding (open_clip encode_image)",
+    }
+
+
+def default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 1)))
+
+
+def extract(
+    backbones: Sequence[Backbone],
+    dataset: ImageDataset,
+    store: FeatureStore,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    perturbation: Perturbation | None = None,
+    perturbation_key: str | None = None,
+    feature_dtype: str = "float16",
+    progress: bool = True,
+) -> ExtractionReport:
+    """Encode every image of `dataset` with every backbone; write what is missing to `store`."""
+    start_time = time.perf_counter()
+    view = view_name(dataset, perturbation_key)
+    entries = []
+    for backbone in backbones:
+        entry = store.entry(EntryKey(view=view, backbone=backbone.info.fingerprint))
+        entry.begin(entry_provenance(backbone, dataset, perturbation_key), len(dataset), shard_size, feature_dtype)
+        entries.append(entry)
+        _write_view_info(store, view, dataset, perturbation_key)
+    report = ExtractionReport(view, {b.info.name: e.key for b, e in zip(backbones, entries)})
+    missing = [set(e.missing_shards()) for e in entries]
+    todo_shards = sorted(set().union(*missing))
+    if not todo_shards:
+        report.seconds = time.perf_counter() - start_time
+        return report
+
+    ranges = {s: entries[0].shard_range(s) for s in todo_shards}
+    positions = [p for s in todo_shards for p in range(*ranges[s])]
+    needs_by_shard = {s: tuple(b for b in range(len(entries)) if s in missing[b]) for s in todo_shards}
+
+    def needs(position: int) -> tuple[int, ...]:
+        return needs_by_shard[position // shard_size]
+
+    loader = DataLoader(
+        DecodeOnceDataset(dataset, positions, [b.preprocess for b in backbones], needs, perturbation),
+        batch_size=batch_size,
+        num_workers=default_workers() if num_workers is None else num_workers,
+        collate_fn=collate_decoded,
+        pin_memory=any(b.device.type == "cuda" for b in backbones),
+        persistent_workers=False,
+    )
+    buffers: dict[tuple[int, int], list[tuple[list[int], np.ndarray]]] = defaultdict(list)
+    failures: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    done_count: dict[int, int] = defaultdict(int)
+    bar = tqdm(total=len(positions), unit="img", desc=f"extract {dataset.name}/{dataset.split}", disable=not progress)
+    for ok_positions, batches, batch_failures in loader:
+        for position, error in batch_failures:
+            record = {"index": position, "sample_id": dataset.sample_ids[position], "error": error}
+            failures[position // shard_size].append(record)
+            report.failures.append(record)
+        for b, (pos, pixels) in batches.items():
+            feats = backbones[b].encode_images(pixels).cpu().numpy()
+            for shard, rows in _group_by_shard(pos, shard_size):
+                buffers[(b, shard)].append(([pos[r] for r in rows], feats[rows]))
+        for position in ok_positions + [p for p, _ in batch_failures]:
+            done_count[position // shard_size] += 1
+        for shard in [s for s in list(done_count) if done_count[s] == ranges[s][1] - ranges[s][0]]:
+            for b in needs_by_shard[shard]:
+                _flush(entries[b], shard, buffers.pop((b, shard), []), dataset, failures[shard], backbones[b])
+                report.shards_written += 1
+            del done_count[shard]
+        bar.update(len(ok_positions) + len(batch_failures))
+    bar.close()
+    for entry in entries:
+        if entry.is_complete():
+            entry.finalize()
+    report.images_processed = len(positions)
+    report.seconds = time.perf_counter() - start_time
+    return report
+
+
+def _group_by_shard(positions: list[int], shard_size: int):
+    groups: dict[int, list[int]] = defaultdict(list)
+    for row, position in enumerate(positions):
+        groups[position // shard_size].append(row)
+    return groups.items()
+
+
+def _flush(entry, shard: int, parts, dataset: ImageDataset, shard_failures, backbone: Backbone) -> None:
+    if parts:
+        idx = np.concatenate([np.asarray(p, dtype=np.int64) for p, _ in parts])
+        feats = np.concatenate([f for _, f in parts])
+    else:
+        idx = np.zeros(0, dtype=np.int64)
+        feats = np.zeros((0, backbone.info.embed_dim), dtype=np.float32)
+    entry.write_shard(
+        shard,
+        features=feats,
+        indices=idx,
+        labels=dataset.labels[idx],
+        sample_ids=[dataset.sample_ids[i] for i in idx],
+        failures=shard_failures,
+    )
+
+
+def _write_view_info(store: FeatureStore, view: str, dataset: ImageDataset, perturbation_key: str | None) -> None:
+    """Class names and templates of a view, so later steps need not reopen the data source."""
+    if store.get_array_set("view-info", view) is None:
+        store.put_array_set(
+            "view-info",
+            view,
+            {"labels": dataset.labels.astype(np.int64)},
+            {**dataset.describe(), "perturbation": perturbation_key, "view": view},
+        )
+

@@ -1,0 +1,46 @@
+"""Content hashes for provenance: files (memoised by path, size, mtime) and JSON-able values."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CACHE_ROOT = Path(os.environ.get("CLIPFUSE_CACHE", "~/.cache/clipfuse")).expanduser()
+_HASH_CACHE = CACHE_ROOT / "hashes.json"
+
+
+def value_hash(value: Any, length: int = 64) -> str:
+    """sha256 of a JSON-serialisable value with sorted keys (stable across runs and machines)."""
+    payload = json.dumps(value, sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:length]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Content hash of a file, memoised by (path, size, mtime) so reruns cost nothing."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    cache: dict[str, str] = {}
+    if _HASH_CACHE.is_file():
+        try:
+            cache = json.loads(_HASH_CACHE.read_text())
+        except (OSError, ValueError):
+            cache = {}
+    if key in cache:
+        return cache[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    cache[key] = digest.hexdigest()
+    try:
+        _HASH_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _HASH_CACHE.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, _HASH_CACHE)
+    except OSError:
+        pass  # the memo is an optimisation only
+    return cache[key]

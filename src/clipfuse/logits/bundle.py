@@ -1,0 +1,170 @@
+"""Fusion inputs for one dataset view: every backbone's cached features and zero-shot logits,
+aligned sample by sample (the "Fusion inputs" contract of ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipfuse.data.dataset import ImageDataset
+from clipfuse.errors import ProvenanceMismatchError, StoreError
+from clipfuse.logits.zeroshot import cached_classifier, text_classifier, zeroshot_logits
+from clipfuse.store import EntryKey, FeatureStore
+
+
+@dataclass
+class ViewBundle:
+    view: str
+    names: list[str]
+    specs: list[str]
+    fingerprints: list[str]
+    features: list[torch.Tensor]  # B x (N, D_b) float32, L2-normalised
+    logits: torch.Tensor  # (B, N, C) float32
+    labels: torch.Tensor  # (N,) int64
+    indices: np.ndarray  # (N,) positions in the view
+    sample_ids: list[str]
+    classnames: list[str]
+    templates: list[str]
+    logit_scales: list[float]
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def num_backbones(self) -> int:
+        return len(self.names)
+
+    def select(self, rows) -> ViewBundle:
+        """A bundle restricted to some rows (a hold-out draw, a test subset)."""
+        rows_t = torch.as_tensor(np.asarray(rows), dtype=torch.long)
+        rows_np = rows_t.numpy()
+        return ViewBundle(
+            self.view, self.names, self.specs, self.fingerprints,
+            [f[rows_t] for f in self.features], self.logits[:, rows_t], self.labels[rows_t],
+            self.indices[rows_np], [self.sample_ids[r] for r in rows_np],
+            self.classnames, self.templates, self.logit_scales,
+        )
+
+
+def view_info(store: FeatureStore, view: str) -> dict[str, Any]:
+    info = store.get_array_set("view-info", view)
+    if info is None:
+        raise StoreError(f"view {view!r} is not in store {store.root}; run `clipfuse extract` first")
+    return dict(info.metadata)
+
+
+def resolve_view(store: FeatureStore, dataset: ImageDataset, perturbation_key: str | None = None) -> str:
+    """The store view for this data: the exact selection if extracted, else the only extracted
+    selection of the same source and split (so `zeroshot` needs no `--limit` after `extract --limit`)."""
+    from clipfuse.extraction.engine import view_name
+
+    exact = view_name(dataset, perturbation_key)
+    views = store.views()
+    if exact in views:
+        return exact
+    candidates = []
+    for view in views:
+        meta = store.get_array_set("view-info", view)
+        if meta is None:
+            continue
+        m = meta.metadata
+        if (
+            m.get("source_fingerprint") == dataset.source_fingerprint
+            and m.get("split") == dataset.split
+            and m.get("perturbation") == perturbation_key
+        ):
+            candidates.append(view)
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise StoreError(
+            f"no features for {dataset.source} split {dataset.split!r} in store {store.root}; run `clipfuse extract` first"
+        )
+    raise StoreError(f"several extractions of {dataset.split!r} in the store ({', '.join(candidates)}); pass --limit to choose")
+
+
+def _load_classifier(store, manifest, fingerprint, classnames, templates, backbone_cache):
+    hit = cached_classifier(store, fingerprint, classnames, templates)
+    if hit is not None:
+        return hit
+    from clipfuse.backbones import load_backbone
+
+    spec = manifest["provenance"]["backbone"]["spec"]
+    backbone = backbone_cache.get(spec) or load_backbone(spec, with_gflops=False)
+    backbone_cache[spec] = backbone
+    if backbone.info.fingerprint != fingerprint:
+        raise ProvenanceMismatchError(
+            f"{spec} now has fingerprint {backbone.info.fingerprint} but the store holds features of "
+            f"{fingerprint}: its weights or preprocessing changed since extraction"
+        )
+    return text_classifier(backbone, classnames, templates, store), backbone.info.logit_scale
+
+
+def load_bundle(
+    store: FeatureStore,
+    view: str,
+    *,
+    backbones: list[str] | None = None,
+    classnames: list[str] | None = None,
+    templates: list[str] | None = None,
+) -> ViewBundle:
+    """Features and zero-shot logits of every (or the named) backbone extracted for `view`.
+
+    `backbones` filters by spec, name or fingerprint. Rows are aligned on view positions present
+    for every backbone (decode failures are absent from all of them).
+    """
+    info = view_info(store, view)
+    classnames = classnames or info["classnames"]
+    templates = templates or info["templates"]
+    keys = [k for k in store.entries() if k.view == view]
+    manifests = {k: store.manifest(k) for k in keys}
+    if backbones:
+        wanted = set(backbones)
+        keys = [k for k in keys if {k.backbone, manifests[k]["provenance"]["backbone"]["spec"]} & wanted]
+        if len(keys) < len(wanted):
+            raise StoreError(f"not all of {sorted(wanted)} are extracted for view {view}")
+    keys = sorted(keys, key=lambda k: manifests[k]["provenance"]["backbone"]["spec"])
+    if not keys:
+        raise StoreError(f"no backbone features for view {view!r}; run `clipfuse extract` first")
+    datas = [store.entry(k).read() for k in keys]
+    common = datas[0].indices
+    for d in datas[1:]:
+        common = np.intersect1d(common, d.indices)
+    cache: dict[str, Any] = {}
+    feats, logits, scales = [], [], []
+    for key, data in zip(keys, datas):
+        rows = np.searchsorted(data.indices, common)
+        f = torch.from_numpy(np.asarray(data.features[rows], dtype=np.float32))
+        weights, scale = _load_classifier(store, manifests[key], key.backbone, classnames, templates, cache)
+        if weights.shape[1] != f.shape[1]:
+            raise StoreError(f"text classifier of {key.backbone} has dim {weights.shape[1]}, features {f.shape[1]}")
+        feats.append(f)
+        logits.append(zeroshot_logits(f, weights, scale))
+        scales.append(scale)
+    first_rows = np.searchsorted(datas[0].indices, common)
+    specs = [manifests[k]["provenance"]["backbone"]["spec"] for k in keys]
+    return ViewBundle(
+        view=view,
+        names=[_short_name(s) for s in specs],
+        specs=specs,
+        fingerprints=[k.backbone for k in keys],
+        features=feats,
+        logits=torch.stack(logits),
+        labels=torch.from_numpy(np.asarray(datas[0].labels[first_rows], dtype=np.int64)),
+        indices=common,
+        sample_ids=[datas[0].sample_ids[r] for r in first_rows],
+        classnames=list(classnames),
+        templates=list(templates),
+        logit_scales=scales,
+        failures=list(datas[0].failures),
+    )
+
+
+def _short_name(spec: str) -> str:
+    from clipfuse.backbones.spec import parse_backbone_spec
+
+    try:
+        return parse_backbone_spec(spec).name
+    except Exception:
+        return spec

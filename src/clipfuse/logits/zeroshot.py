@@ -1,0 +1,80 @@
+"""Zero-shot text classifiers and logits from cached image features (METHOD.md §2).
+
+`z_b(x) = s_b · normalize(h_b(x)) · W_bᵀ`, W_b built exactly as open_clip's
+`build_zero_shot_classifier` (mean of normalised template embeddings, renormalised): we call it,
+so our logits are open_clip's by construction. A SigLIP-style logit bias is dropped: it is the
+same for every class, so it changes neither softmax nor argmax, and dropping it keeps every
+backbone's logits on the `scale · cosine` footing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from clipfuse.backbones.backbone import Backbone
+from clipfuse.hashing import value_hash
+from clipfuse.store import FeatureStore
+
+
+def classifier_key(fingerprint: str, classnames: list[str], templates: list[str]) -> str:
+    return f"{fingerprint}-{value_hash([classnames, templates], 12)}"
+
+
+def cached_classifier(
+    store: FeatureStore, fingerprint: str, classnames: list[str], templates: list[str]
+) -> tuple[torch.Tensor, float] | None:
+    """(classifier, logit scale) from the store without loading the model, or None."""
+    cached = store.get_array_set("text", classifier_key(fingerprint, classnames, templates))
+    if cached is None:
+        return None
+    weights = torch.from_numpy(np.array(cached.arrays["weights"], dtype=np.float32))
+    return weights, float(cached.metadata["logit_scale"])
+
+
+def text_classifier(
+    backbone: Backbone, classnames: list[str], templates: list[str], store: FeatureStore | None = None
+) -> torch.Tensor:
+    """(C, D) float32 class embeddings; cached in the store's "text" namespace when given."""
+    from open_clip import build_zero_shot_classifier
+
+    key = classifier_key(backbone.info.fingerprint, classnames, templates)
+    if store is not None:
+        hit = cached_classifier(store, backbone.info.fingerprint, classnames, templates)
+        if hit is not None:
+            return hit[0]
+    with torch.inference_mode():
+        weights = build_zero_shot_classifier(
+            backbone.model,
+            backbone.tokenizer,
+            classnames,
+            [_fill(t) for t in templates],
+            num_classes_per_batch=max(1, 4096 // max(1, len(templates))),
+            device=backbone.device,
+        )
+    weights = weights.T.float().cpu().contiguous()
+    if store is not None:
+        store.put_array_set(
+            "text",
+            key,
+            {"weights": weights.numpy()},
+            {
+                "backbone": backbone.info.fingerprint,
+                "spec": backbone.info.spec,
+                "classnames": classnames,
+                "templates": templates,
+                "logit_scale": backbone.info.logit_scale,
+            },
+        )
+    return weights
+
+
+def _fill(template: str):
+    """open_clip formats positional "{}" templates; ours use CLIP_benchmark's "{c}"."""
+    return lambda classname: template.replace("{c}", classname)
+
+
+def zeroshot_logits(features, classifier: torch.Tensor, logit_scale: float) -> torch.Tensor:
+    """(N, D) normalised features (any float dtype) -> (N, C) float32 logits."""
+    feats = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    return logit_scale * feats @ classifier.T

@@ -1,0 +1,95 @@
+"""safetensors files with JSON metadata, encoded by the safetensors library and read via ``np.memmap``.
+
+The safetensors format is an 8-byte little-endian header length, a JSON header (dtype, shape and
+byte offsets per tensor, plus ``__metadata__``: a str -> str map) and the raw tensor bytes. Reading
+the header ourselves lets every tensor become a read-only ``np.memmap`` of the file: nothing is
+copied until used, and the OS page cache is shared between processes.
+
+All our metadata lives in one ``__metadata__`` key holding key-sorted JSON, because the library
+writes a multi-key metadata map in hash order, which would make identical shards differ in bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import save as _st_save
+
+from clipfuse.errors import StoreError
+
+METADATA_KEY = "clipfuse"
+_MAX_HEADER_BYTES = 100_000_000  # the limit the safetensors library itself enforces
+
+_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "U8": np.dtype(np.uint8),
+    "I8": np.dtype(np.int8),
+    "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"),
+    "F16": np.dtype("<f2"),
+    "U32": np.dtype("<u4"),
+    "I32": np.dtype("<i4"),
+    "F32": np.dtype("<f4"),
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F64": np.dtype("<f8"),
+}
+
+
+def encode(arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> bytes:
+    """Serialise ``arrays`` and JSON ``metadata`` to safetensors bytes (deterministic for equal input)."""
+    contiguous = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    text = json.dumps(metadata, sort_keys=True, allow_nan=False, separators=(",", ":"))
+    return _st_save(contiguous, metadata={METADATA_KEY: text})
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """Return the parsed JSON header and the byte offset where tensor data starts."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or length > min(size - 8, _MAX_HEADER_BYTES):
+                raise StoreError(f"{path} is not a valid safetensors file (bad header length)")
+            header = json.loads(f.read(length))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read safetensors file {path}: {exc}") from exc
+    return header, 8 + length
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """Our JSON metadata of a safetensors file, reading only its header."""
+    header, _ = _read_header(path)
+    raw = header.get("__metadata__", {}).get(METADATA_KEY)
+    if raw is None:
+        raise StoreError(f"{path} has no clipfuse metadata; it was not written by clipfuse")
+    return json.loads(raw)
+
+
+def read_mmap(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every tensor of ``path`` as a read-only ``np.memmap`` (empty tensors as read-only arrays)."""
+    header, data_start = _read_header(path)
+    file_size = path.stat().st_size
+    arrays: dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise StoreError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+        shape = tuple(int(d) for d in info["shape"])
+        begin, end = (int(o) for o in info["data_offsets"])
+        count = int(np.prod(shape, dtype=np.int64))
+        if end - begin != count * dtype.itemsize or data_start + end > file_size:
+            raise StoreError(f"{path}: tensor {name!r} offsets do not match its shape (truncated?)")
+        if count == 0:  # mmap cannot map zero bytes
+            array = np.empty(shape, dtype=dtype)
+            array.flags.writeable = False
+        else:
+            array = np.memmap(path, dtype=dtype, mode="r", offset=data_start + begin, shape=shape)
+        arrays[name] = array
+    metadata = json.loads(header.get("__metadata__", {}).get(METADATA_KEY, "{}"))
+    return arrays, metadata
