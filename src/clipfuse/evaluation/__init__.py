@@ -1,0 +1,1 @@
+"""Evaluation: metrics, hold-out protocol, method runs and result tables."""
