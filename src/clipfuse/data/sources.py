@@ -47,6 +47,13 @@ def parse_source(source: str) -> tuple[str, Path]:
     return kind, path
 
 
+def canonical_source(source: str) -> str:
+    """The source string with an absolute path: the same data named from another working
+    directory is the same source (what a store records)."""
+    kind, path = parse_source(source)
+    return f"{kind}:{path.resolve()}"
+
+
 def open_dataset(
     source: str,
     split: str,
@@ -225,3 +232,23 @@ def _wds(path: Path, split: str):
     reader = TarReader([str(s) for s in shards], [by_key[k][e] for k, e in zip(keys, image_ext)])
     fingerprint = value_hash([file_sha256(s) for s in shards])
     return keys, labels, reader, None, fingerprint
+
+
+def files_dataset(paths: list[str], classnames: list[str] | None = None) -> ImageDataset:
+    """Loose image files or folders of them (for `clipfuse predict`); labels are unknown (-1)."""
+    files: list[str] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            files.extend(str(f) for f in sorted(p.rglob("*")) if f.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file():
+            files.append(str(p))
+        else:
+            raise DataError(f"image or folder not found: {raw!r}")
+    if not files:
+        raise DataError(f"no image files in {', '.join(paths)}")
+    return ImageDataset(
+        name="files", split="all", source="files", source_fingerprint=value_hash(files),
+        classnames=list(classnames or []), templates=[], labels=np.full(len(files), -1, dtype=np.int64),
+        sample_ids=files, reader=FileReader(files), positions=np.arange(len(files), dtype=np.int64),
+    )

@@ -51,6 +51,18 @@ class DecodeOnceDataset(Dataset):
         return position, pixels, None
 
 
+class ShardNeeds:
+    """Picklable `needs`: the backbones lacking the shard of a position (workers may be spawned)."""
+
+    def __init__(self, by_shard: dict[int, tuple[int, ...]] | None, shard_size: int, num_backbones: int):
+        self.by_shard = by_shard
+        self.shard_size = shard_size
+        self.every = tuple(range(num_backbones))
+
+    def __call__(self, position: int) -> tuple[int, ...]:
+        return self.every if self.by_shard is None else self.by_shard[position // self.shard_size]
+
+
 def collate_decoded(items):
     """Batch of items -> (positions, {backbone: stacked pixels, positions}, failures)."""
     failures = [(p, err) for p, pixels, err in items if pixels is None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from clipfuse.backbones.backbone import Backbone
 from clipfuse.data.dataset import ImageDataset
-from clipfuse.extraction.decode_once import DecodeOnceDataset, Perturbation, collate_decoded
+from clipfuse.data.sources import canonical_source
+from clipfuse.extraction.decode_once import DecodeOnceDataset, Perturbation, ShardNeeds, collate_decoded
 from clipfuse.store import EntryKey, FeatureStore
 
 DEFAULT_SHARD_SIZE = 1024
@@ -47,11 +48,12 @@ def view_name(dataset: ImageDataset, perturbation_key: str | None = None) -> str
 
 
 def entry_provenance(backbone: Backbone, dataset: ImageDataset, perturbation_key: str | None) -> dict[str, Any]:
-    """What the features depend on; an existing entry must match this exactly."""
+    """What the features depend on; an existing entry must match this exactly. Paths are made
+    absolute, so reruns from another directory match and `load_bundle` can reload the model."""
     info = backbone.info
     return {
         "backbone": {
-            "spec": info.spec,
+            "spec": backbone.spec.canonical,
             "fingerprint": info.fingerprint,
             "weights_sha256": info.weights_sha256,
             "preprocess": info.preprocess,
@@ -59,7 +61,7 @@ def entry_provenance(backbone: Backbone, dataset: ImageDataset, perturbation_key
         },
         "dataset": {
             "name": dataset.name,
-            "source": dataset.source,
+            "source": canonical_source(dataset.source),
             "source_fingerprint": dataset.source_fingerprint,
             "split": dataset.split,
             "fingerprint": dataset.fingerprint,
@@ -106,29 +108,21 @@ def extract(
     ranges = {s: entries[0].shard_range(s) for s in todo_shards}
     positions = [p for s in todo_shards for p in range(*ranges[s])]
     needs_by_shard = {s: tuple(b for b in range(len(entries)) if s in missing[b]) for s in todo_shards}
+    needs = ShardNeeds(needs_by_shard, shard_size, len(backbones))
 
-    def needs(position: int) -> tuple[int, ...]:
-        return needs_by_shard[position // shard_size]
-
-    loader = DataLoader(
-        DecodeOnceDataset(dataset, positions, [b.preprocess for b in backbones], needs, perturbation),
-        batch_size=batch_size,
-        num_workers=default_workers() if num_workers is None else num_workers,
-        collate_fn=collate_decoded,
-        pin_memory=any(b.device.type == "cuda" for b in backbones),
-        persistent_workers=False,
-    )
     buffers: dict[tuple[int, int], list[tuple[list[int], np.ndarray]]] = defaultdict(list)
     failures: dict[int, list[dict[str, Any]]] = defaultdict(list)
     done_count: dict[int, int] = defaultdict(int)
-    bar = tqdm(total=len(positions), unit="img", desc=f"extract {dataset.name}/{dataset.split}", disable=not progress)
-    for ok_positions, batches, batch_failures in loader:
+    stream = encode_stream(
+        backbones, dataset, positions, needs, batch_size=batch_size, num_workers=num_workers,
+        perturbation=perturbation, progress=progress, desc=f"extract {dataset.name}/{dataset.split}",
+    )
+    for ok_positions, encoded, batch_failures in stream:
         for position, error in batch_failures:
             record = {"index": position, "sample_id": dataset.sample_ids[position], "error": error}
             failures[position // shard_size].append(record)
             report.failures.append(record)
-        for b, (pos, pixels) in batches.items():
-            feats = backbones[b].encode_images(pixels).cpu().numpy()
+        for b, (pos, feats) in encoded.items():
             for shard, rows in _group_by_shard(pos, shard_size):
                 buffers[(b, shard)].append(([pos[r] for r in rows], feats[rows]))
         for position in ok_positions + [p for p, _ in batch_failures]:
@@ -138,14 +132,44 @@ def extract(
                 _flush(entries[b], shard, buffers.pop((b, shard), []), dataset, failures[shard], backbones[b])
                 report.shards_written += 1
             del done_count[shard]
-        bar.update(len(ok_positions) + len(batch_failures))
-    bar.close()
     for entry in entries:
         if entry.is_complete():
             entry.finalize()
     report.images_processed = len(positions)
     report.seconds = time.perf_counter() - start_time
     return report
+
+
+def encode_stream(
+    backbones: Sequence[Backbone],
+    dataset: ImageDataset,
+    positions: Sequence[int],
+    needs: Callable[[int], Sequence[int]] | None = None,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    perturbation: Perturbation | None = None,
+    progress: bool = True,
+    desc: str = "encode",
+) -> Iterator[tuple[list[int], dict[int, tuple[list[int], np.ndarray]], list[tuple[int, str]]]]:
+    """Decode each position once, encode it with every backbone it `needs` (default: all).
+
+    Yields per batch: decoded positions, {backbone: (positions, float32 features)}, and
+    (position, error) for images that could not be decoded.
+    """
+    loader = DataLoader(
+        DecodeOnceDataset(dataset, positions, [b.preprocess for b in backbones],
+                          needs or ShardNeeds(None, 1, len(backbones)), perturbation),
+        batch_size=batch_size,
+        num_workers=default_workers() if num_workers is None else num_workers,
+        collate_fn=collate_decoded,
+        pin_memory=any(b.device.type == "cuda" for b in backbones),
+    )
+    with tqdm(total=len(positions), unit="img", desc=desc, disable=not progress) as bar:
+        for ok_positions, batches, batch_failures in loader:
+            encoded = {b: (pos, backbones[b].encode_images(pixels).cpu().numpy()) for b, (pos, pixels) in batches.items()}
+            yield ok_positions, encoded, batch_failures
+            bar.update(len(ok_positions) + len(batch_failures))
 
 
 def _group_by_shard(positions: list[int], shard_size: int):

@@ -29,6 +29,7 @@ class ViewBundle:
     classnames: list[str]
     templates: list[str]
     logit_scales: list[float]
+    classifiers: list[torch.Tensor] = field(default_factory=list)  # B x (C, D_b) text classifiers
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -43,7 +44,7 @@ class ViewBundle:
             self.view, self.names, self.specs, self.fingerprints,
             [f[rows_t] for f in self.features], self.logits[:, rows_t], self.labels[rows_t],
             self.indices[rows_np], [self.sample_ids[r] for r in rows_np],
-            self.classnames, self.templates, self.logit_scales,
+            self.classnames, self.templates, self.logit_scales, self.classifiers,
         )
 
 
@@ -132,7 +133,7 @@ def load_bundle(
     for d in datas[1:]:
         common = np.intersect1d(common, d.indices)
     cache: dict[str, Any] = {}
-    feats, logits, scales = [], [], []
+    feats, logits, scales, classifiers = [], [], [], []
     for key, data in zip(keys, datas):
         rows = np.searchsorted(data.indices, common)
         f = torch.from_numpy(np.asarray(data.features[rows], dtype=np.float32))
@@ -142,6 +143,7 @@ def load_bundle(
         feats.append(f)
         logits.append(zeroshot_logits(f, weights, scale))
         scales.append(scale)
+        classifiers.append(weights)
     first_rows = np.searchsorted(datas[0].indices, common)
     specs = [manifests[k]["provenance"]["backbone"]["spec"] for k in keys]
     return ViewBundle(
@@ -157,6 +159,7 @@ def load_bundle(
         classnames=list(classnames),
         templates=list(templates),
         logit_scales=scales,
+        classifiers=classifiers,
         failures=list(datas[0].failures),
     )
 

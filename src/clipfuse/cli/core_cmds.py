@@ -1,72 +1,11 @@
-"""Command-line front end: a thin layer over the Python API.
-
-User errors (ClipfuseError) print one line on stderr and exit with code 2; Ctrl-C exits with 130
-and leaves every store consistent (rerun to resume).
-"""
+"""backbones, datasets, extract, zeroshot: the foundation commands."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from collections.abc import Callable
 
-from clipfuse.errors import ClipfuseError
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-
-
-def command(name: str):
-    def register(fn):
-        COMMANDS[name] = fn
-        return fn
-
-    return register
-
-
-def _add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
-    p.add_argument("--data", required=True, help="source: imagefolder:PATH, idx:DIR, csv:FILE or wds:DIR")
-    if split:
-        p.add_argument("--split", required=True, help="split name (train, test, all, ...)")
-    p.add_argument("--limit", type=int, default=None, help="a deterministic class-balanced sample of N images")
-    p.add_argument("--classnames", default=None, help="class names file (one per line), overrides the catalog")
-    p.add_argument("--templates", default=None, help="prompt templates file (JSON list or lines with {c})")
-    p.add_argument("--name", default=None, help="dataset name (default: guessed from the path)")
-
-
-def _open(args, split: str | None = None):
-    from clipfuse.data import open_dataset
-
-    return open_dataset(
-        args.data,
-        split or args.split,
-        name=args.name,
-        classnames=args.classnames,
-        templates=args.templates,
-        limit=args.limit,
-    )
-
-
-def existing_store(path: str):
-    """A store that must already exist (commands that only read from it)."""
-    from pathlib import Path
-
-    from clipfuse.store import FeatureStore
-
-    if not (Path(path) / "store.json").is_file():
-        raise ClipfuseError(f"no feature store at {path!r}; run `clipfuse extract --store {path} ...` first")
-    return FeatureStore(path)
-
-
-def _print_table(rows: list[dict], columns: list[str]) -> None:
-    def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
-    for r in rows:
-        print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in columns))
-
+from clipfuse.cli.common import add_data_args, command, existing_store, open_data, parsers, print_table
 
 @command("backbones")
 def cmd_backbones(args) -> int:
@@ -79,7 +18,7 @@ def cmd_backbones(args) -> int:
     if not entries:
         print(f"no backbone matches {args.pattern!r}", file=sys.stderr)
         return 1
-    _print_table([e.to_dict() for e in entries], ["spec", "family", "embed_dim", "image_size", "image_gflops", "source"])
+    print_table([e.to_dict() for e in entries], ["spec", "family", "embed_dim", "image_size", "image_gflops", "source"])
     return 0
 
 
@@ -98,7 +37,7 @@ def cmd_extract(args) -> int:
     from clipfuse.extraction import extract
     from clipfuse.store import FeatureStore
 
-    dataset = _open(args)
+    dataset = open_data(args)
     backbones = [load_backbone(s, device=args.device, precision=args.precision) for s in args.backbone]
     store = FeatureStore(args.store)
     report = extract(
@@ -130,7 +69,7 @@ def cmd_zeroshot(args) -> int:
     from clipfuse.evaluation.zeroshot_eval import zeroshot_table
     from clipfuse.logits import load_bundle, resolve_view
 
-    dataset = _open(args)
+    dataset = open_data(args)
     store = existing_store(args.store)
     view = resolve_view(store, dataset)
     bundle = load_bundle(store, view, classnames=dataset.classnames, templates=dataset.templates)
@@ -139,14 +78,13 @@ def cmd_zeroshot(args) -> int:
         print(json.dumps({"view": view, "dataset": dataset.name, "split": dataset.split, "results": rows}, indent=1))
     else:
         print(f"zero-shot on {view} ({rows[0]['n']} images, {len(dataset.classnames)} classes)")
-        _print_table(rows, ["backbone", "top1", "top5", "mean_per_class_recall"])
+        print_table(rows, ["backbone", "top1", "top5", "mean_per_class_recall"])
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipfuse", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
 
+@parsers
+def add_parsers(sub) -> None:
     p = sub.add_parser("backbones", help="list known backbone specs (open_clip tags and the zoo)")
     p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'zoo:*' or 'ViT-B*'")
     p.add_argument("--json", action="store_true")
@@ -156,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="encode a dataset split with several backbones into a feature store")
     p.add_argument("--backbone", action="append", required=True, help="backbone spec (repeat for several)")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--store", required=True, help="feature store directory")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
@@ -168,32 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("zeroshot", help="per-backbone zero-shot accuracy from cached features")
-    _add_data_args(p)
+    add_data_args(p)
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true")
 
-    for extra in EXTRA_PARSERS:
-        extra(sub)
-    return parser
-
-
-EXTRA_PARSERS: list[Callable] = []
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except ClipfuseError as exc:
-        print(f"clipfuse: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("clipfuse: interrupted; completed shards are kept, rerun the same command to resume", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Command-line front end: a thin layer over the Python API.
+
+User errors (ClipfuseError) print one line on stderr and exit with code 2; Ctrl-C exits with 130
+and leaves every store consistent (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from clipfuse.cli import core_cmds, fusion_cmds  # noqa: F401  (registers the commands)
+from clipfuse.cli.common import COMMANDS, PARSERS
+from clipfuse.errors import ClipfuseError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipfuse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in PARSERS:
+        add(sub)
+    return parser
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ClipfuseError as exc:
+        print(f"clipfuse: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clipfuse: interrupted; completed shards are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

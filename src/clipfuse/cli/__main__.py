@@ -1,0 +1,5 @@
+import sys
+
+from clipfuse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,73 @@
+"""Shared CLI pieces: the command registry, data/store arguments, table printing."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from clipfuse.errors import ClipfuseError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+PARSERS: list[Callable] = []  # each adds its subcommands to the subparsers object
+
+
+def command(name: str):
+    """Register a function as the handler of subcommand `name`."""
+
+    def register(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def parsers(fn):
+    """Register a function that adds subcommand parsers."""
+    PARSERS.append(fn)
+    return fn
+
+
+def add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
+    p.add_argument("--data", required=True, help="source: imagefolder:PATH, idx:DIR, csv:FILE or wds:DIR")
+    if split:
+        p.add_argument("--split", required=True, help="split name (train, test, all, ...)")
+    p.add_argument("--limit", type=int, default=None, help="a deterministic class-balanced sample of N images")
+    p.add_argument("--classnames", default=None, help="class names file (one per line), overrides the catalog")
+    p.add_argument("--templates", default=None, help="prompt templates file (JSON list or lines with {c})")
+    p.add_argument("--name", default=None, help="dataset name (default: guessed from the path)")
+
+
+def open_data(args, split: str | None = None):
+    from clipfuse.data import open_dataset
+
+    return open_dataset(
+        args.data,
+        split or args.split,
+        name=args.name,
+        classnames=args.classnames,
+        templates=args.templates,
+        limit=args.limit,
+    )
+
+
+def existing_store(path: str):
+    """A store that must already exist (commands that only read from it)."""
+    from pathlib import Path
+
+    from clipfuse.store import FeatureStore
+
+    if not (Path(path) / "store.json").is_file():
+        raise ClipfuseError(f"no feature store at {path!r}; run `clipfuse extract --store {path} ...` first")
+    return FeatureStore(path)
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in columns))
+
+

@@ -1,0 +1,1 @@
+"""Saved ensembles (safetensors + JSON) and end-to-end prediction on new images."""

@@ -1,0 +1,104 @@
+"""A self-contained, code-free ensemble file: backbone specs and provenance, text classifiers,
+the fitted combiner and class names, in one safetensors file (tensors + a JSON header).
+
+Loading parses JSON and reads tensors; nothing is unpickled, so a file from elsewhere cannot run
+code. The backbones' weights are not copied in: they are loaded by spec and must have the
+recorded fingerprint (same weights, same preprocessing), or loading stops with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from clipfuse.combiners import Combiner, combiner_from_state
+from clipfuse.errors import ClipfuseError, ProvenanceMismatchError
+
+FORMAT = "clipfuse.ensemble"
+VERSION = 1
+
+
+@dataclass
+class SavedEnsemble:
+    backbones: list[dict[str, Any]]  # spec, name, fingerprint, weights_sha256, preprocess, logit_scale
+    classnames: list[str]
+    templates: list[str]
+    classifiers: list[torch.Tensor]  # B x (C, D_b)
+    combiner: Combiner
+    training: dict[str, Any] = field(default_factory=dict)  # view, budget, seed, hold-out hash
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"classifier.{b}": w.contiguous().float() for b, w in enumerate(self.classifiers)}
+        tensors.update({f"combiner.{k}": v for k, v in self.combiner.state_dict().items()})
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "backbones": self.backbones,
+            "classnames": self.classnames,
+            "templates": self.templates,
+            "combiner": self.combiner.config(),
+            "training": self.training,
+        }
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        save_file(tensors, str(tmp), metadata={"clipfuse": json.dumps(header)})
+        tmp.replace(path)
+        path.with_suffix(".json").write_text(json.dumps(header, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> SavedEnsemble:
+        path = Path(path)
+        if not path.is_file():
+            raise ClipfuseError(f"ensemble file not found: {str(path)!r}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            tensors = load_file(str(path))
+            header = json.loads(meta["clipfuse"])
+        except (SafetensorError, KeyError, ValueError, OSError) as exc:
+            raise ClipfuseError(f"{str(path)!r} is not a clipfuse ensemble file ({exc})") from None
+        if header.get("format") != FORMAT or header.get("version") != VERSION:
+            raise ClipfuseError(f"{str(path)!r}: unsupported ensemble format {header.get('format')} v{header.get('version')}")
+        num = len(header["backbones"])
+        classifiers = [tensors[f"classifier.{b}"] for b in range(num)]
+        state = {k[len("combiner.") :]: v for k, v in tensors.items() if k.startswith("combiner.")}
+        combiner = combiner_from_state(header["combiner"], state, device=device)
+        return cls(header["backbones"], header["classnames"], header["templates"], classifiers, combiner,
+                   header.get("training", {}))
+
+    def load_backbones(self, device: str = "cpu", precision: str = "fp32"):
+        """The recorded backbones, each checked against its recorded fingerprint."""
+        from clipfuse.backbones import load_backbone
+
+        loaded = []
+        for record in self.backbones:
+            backbone = load_backbone(record["spec"], device=device, precision=precision, with_gflops=False)
+            if backbone.info.fingerprint != record["fingerprint"]:
+                raise ProvenanceMismatchError(
+                    f"backbone {record['spec']} now has fingerprint {backbone.info.fingerprint}, but the ensemble "
+                    f"was fitted on {record['fingerprint']} (different weights or preprocessing)"
+                )
+            loaded.append(backbone)
+        return loaded
+
+    def logits(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """(B, N, C) zero-shot logits from per-backbone normalised features."""
+        return torch.stack(
+            [rec["logit_scale"] * f.float() @ w.T for rec, f, w in zip(self.backbones, features, self.classifiers)]
+        )
+
+
+def backbone_records(bundle) -> list[dict[str, Any]]:
+    """Per-backbone provenance from a ViewBundle and the store manifests."""
+    return [
+        {"spec": spec, "name": name, "fingerprint": fp, "logit_scale": scale}
+        for spec, name, fp, scale in zip(bundle.specs, bundle.names, bundle.fingerprints, bundle.logit_scales)
+    ]

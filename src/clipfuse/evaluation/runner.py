@@ -1,0 +1,234 @@
+"""Run every method over label budgets and seeds on cached fusion inputs; summarise honestly.
+
+For each (budget, seed): draw the hold-out from the train view, fit each method on it, score it
+on the test view. The baseline for gains is the single backbone chosen on that same hold-out
+(METHOD.md §5); the backbone that is best on test is shown only as a reference row, and the
+oracle only as an upper bound. Nothing is selected, stopped or tuned on test.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from clipfuse.combiners import list_combiners, make_combiner, oracle_accuracy
+from clipfuse.errors import FitError
+from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
+from clipfuse.evaluation.metrics import topk_accuracy
+from clipfuse.logits.bundle import ViewBundle
+
+PREDICT_CHUNK = 4096
+
+
+@dataclass
+class RunRecord:
+    method: str
+    budget: str
+    seed: int
+    num_labels: int
+    top1: float
+    baseline: str  # the hold-out-chosen single backbone for this draw
+    baseline_top1: float
+    fit_s: float
+    predict_s: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationResult:
+    dataset: str
+    train_view: str
+    test_view: str
+    backbones: list[str]
+    singles: dict[str, float]  # test top-1 per backbone (no labels used)
+    oracle: float
+    records: list[RunRecord]
+    draws: list[HoldoutDraw]
+    config: dict[str, Any]
+    temperatures: dict[str, torch.Tensor] = field(default_factory=dict)  # NLC on test, first draw
+    test_labels: torch.Tensor | None = None
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per single backbone, per (method, budget), plus reference and oracle rows."""
+        rows: list[dict[str, Any]] = []
+        for name, acc in self.singles.items():
+            rows.append(_row(self.dataset, name, "zero-shot", 0, [acc], None, kind="single"))
+        best_test = max(self.singles, key=self.singles.get)
+        rows.append(_row(self.dataset, f"best single on test ({best_test}; reference only)", "-", 0,
+                         [self.singles[best_test]], None, kind="reference"))
+        rows.append(_row(self.dataset, "oracle (upper bound)", "-", 0, [self.oracle], None, kind="oracle"))
+        groups: dict[tuple[str, str], list[RunRecord]] = {}
+        for r in self.records:
+            groups.setdefault((r.method, r.budget), []).append(r)
+        for (method, budget), recs in groups.items():
+            rows.append(_row(self.dataset, method, budget, recs[0].num_labels, [r.top1 for r in recs],
+                             [r.baseline_top1 for r in recs], kind="method",
+                             fit_s=float(np.mean([r.fit_s for r in recs])),
+                             predict_s=float(np.mean([r.predict_s for r in recs])),
+                             seeds=[r.seed for r in recs]))
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "train_view": self.train_view,
+            "test_view": self.test_view,
+            "backbones": self.backbones,
+            "singles": self.singles,
+            "oracle": self.oracle,
+            "summary": self.summary(),
+            "records": [asdict(r) for r in self.records],
+            "holdouts": [{"budget": d.budget, "seed": d.seed, "num_labels": d.num_labels,
+                          "content_sha256": d.content_hash, "clamped_classes": d.clamped_classes} for d in self.draws],
+            "config": self.config,
+        }
+
+
+def _row(dataset, method, budget, labels, accs, baselines, *, kind, fit_s=None, predict_s=None, seeds=None):
+    accs_a = np.asarray(accs, dtype=float)
+    row = {
+        "dataset": dataset,
+        "method": method,
+        "kind": kind,
+        "budget": budget,
+        "labels": labels,
+        "n_seeds": len(accs) if kind == "method" else 0,
+        "seeds": seeds or [],
+        "top1_mean": 100 * float(accs_a.mean()),
+        "top1_std": 100 * float(accs_a.std(ddof=1)) if len(accs) > 1 else 0.0,
+        "gain_points": None,
+        "gain_relative_pct": None,
+        "worst_delta_points": None,
+        "fit_s": fit_s,
+        "predict_s": predict_s,
+    }
+    if baselines is not None:
+        base = np.asarray(baselines, dtype=float)
+        delta = accs_a - base
+        row["gain_points"] = 100 * float(delta.mean())
+        row["gain_relative_pct"] = 100 * float(np.mean(delta / np.maximum(base, 1e-12)))
+        row["worst_delta_points"] = 100 * float(delta.min())
+    return row
+
+
+def expand_methods(methods: list[str]) -> list[str]:
+    """'all' -> every registered combiner; unknown names -> one clear error."""
+    known = list_combiners()
+    out: list[str] = []
+    for m in methods:
+        if m == "all":
+            out.extend(k for k in known if k not in out)
+        elif m not in known:
+            raise FitError(f"unknown method {m!r} (known: {', '.join(known)}, all)")
+        elif m not in out:
+            out.append(m)
+    return out
+
+
+def _predict_top1(combiner, test: ViewBundle) -> float:
+    correct = 0
+    n = test.labels.numel()
+    for start in range(0, n, PREDICT_CHUNK):
+        sl = slice(start, min(n, start + PREDICT_CHUNK))
+        feats = [f[sl] for f in test.features]
+        pred = combiner.predict(feats, test.logits[:, sl])
+        correct += int((pred.cpu() == test.labels[sl]).sum())
+    return correct / max(n, 1)
+
+
+def evaluate_methods(
+    train: ViewBundle,
+    test: ViewBundle,
+    methods: list[str],
+    budgets: list[tuple[int | None, float | None]],
+    seeds: list[int],
+    *,
+    dataset: str,
+    method_params: dict[str, dict[str, Any]] | None = None,
+    clamp: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> EvaluationResult:
+    """Fit each method on each hold-out draw and score it on test."""
+    if train.fingerprints != test.fingerprints:
+        raise FitError("train and test views hold different backbones; extract both splits with the same --backbone list")
+    if len(train.classnames) != len(test.classnames):
+        raise FitError(f"class-count mismatch: train has {len(train.classnames)} classes, test {len(test.classnames)}")
+    methods = expand_methods(methods)
+    method_params = method_params or {}
+    num_classes = len(test.classnames)
+    singles = {name: topk_accuracy(test.logits[b], test.labels) for b, name in enumerate(test.names)}
+    result = EvaluationResult(
+        dataset=dataset,
+        train_view=train.view,
+        test_view=test.view,
+        backbones=list(test.names),
+        singles=singles,
+        oracle=oracle_accuracy(test.logits, test.labels),
+        records=[],
+        draws=[],
+        test_labels=test.labels,
+        config={
+            "methods": methods,
+            "budgets": [{"shots": s, "fraction": f} for s, f in budgets],
+            "seeds": list(seeds),
+            "method_params": method_params,
+            "device": device,
+            "specs": test.specs,
+            "train_samples": int(train.labels.numel()),
+            "test_samples": int(test.labels.numel()),
+            "baseline": "single backbone with the best hold-out accuracy, per draw",
+            "std": "sample standard deviation over seeds (ddof=1)",
+        },
+    )
+    bar = tqdm(total=len(budgets) * len(seeds) * len(methods), desc="evaluate", unit="fit", disable=not progress)
+    for shots, fraction in budgets:
+        for seed in seeds:
+            draw = draw_holdout(train.labels.numpy(), train.indices, num_classes, view=train.view,
+                                seed=seed, shots=shots, fraction=fraction, clamp=clamp)
+            result.draws.append(draw)
+            hold = train.select(np.searchsorted(train.indices, draw.positions))
+            hold_acc = [topk_accuracy(hold.logits[b], hold.labels) for b in range(hold.num_backbones)]
+            chosen = int(np.argmax(hold_acc))
+            base_name, base_top1 = test.names[chosen], singles[test.names[chosen]]
+            for method in methods:
+                combiner = make_combiner(method, device=device, **method_params.get(method, {}))
+                if hasattr(combiner, "seed") and "seed" not in method_params.get(method, {}):
+                    combiner.set_params(seed=seed)
+                t0 = time.perf_counter()
+                combiner.fit(hold.features, hold.logits, hold.labels)
+                fit_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                top1 = _predict_top1(combiner, test)
+                predict_s = time.perf_counter() - t0
+                info = {"chosen": test.names[combiner.chosen_]} if hasattr(combiner, "chosen_") else {}
+                if method == "nlc" and "nlc" not in result.temperatures:
+                    result.temperatures["nlc"] = combiner.predict_temperatures(test.features).cpu()
+                result.records.append(RunRecord(method, draw.budget, seed, draw.num_labels, top1, base_name,
+                                                base_top1, fit_s, predict_s, info))
+                bar.update(1)
+    bar.close()
+    return result
+
+
+def format_markdown(rows: list[dict[str, Any]]) -> str:
+    """The result table as GitHub Markdown (mean ± std, gains in points and relative %)."""
+    def num(v, fmt="{:.2f}"):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
+    lines = ["| method | budget | labels | seeds | top-1 (%) | gain (pts) | gain (rel %) | worst Δ (pts) | fit (s) | predict (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        acc = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["n_seeds"] > 1 else "")
+        lines.append(
+            f"| {r['method']} | {r['budget']} | {r['labels'] or ''} | {r['n_seeds'] or ''} | {acc} | "
+            f"{num(r['gain_points'], '{:+.2f}')} | {num(r['gain_relative_pct'], '{:+.2f}')} | "
+            f"{num(r['worst_delta_points'], '{:+.2f}')} | {num(r['fit_s'], '{:.3f}')} | {num(r['predict_s'], '{:.3f}')} |"
+        )
+    return "\n".join(lines)
