@@ -97,6 +97,7 @@ def extract(
         entry = store.entry(EntryKey(view=view, backbone=backbone.info.fingerprint))
         entry.begin(entry_provenance(backbone, dataset, perturbation_key), len(dataset), shard_size, feature_dtype)
         entries.append(entry)
+        _write_backbone_info(store, backbone)
         _write_view_info(store, view, dataset, perturbation_key)
     report = ExtractionReport(view, {b.info.name: e.key for b, e in zip(backbones, entries)})
     missing = [set(e.missing_shards()) for e in entries]
@@ -194,6 +195,12 @@ def _flush(entry, shard: int, parts, dataset: ImageDataset, shard_failures, back
         sample_ids=[dataset.sample_ids[i] for i in idx],
         failures=shard_failures,
     )
+
+
+def _write_backbone_info(store: FeatureStore, backbone: Backbone) -> None:
+    """Metadata later steps need without loading the model (GFLOPs for cascades and budgets)."""
+    if store.get_array_set("backbone-info", backbone.info.fingerprint) is None:
+        store.put_array_set("backbone-info", backbone.info.fingerprint, {}, backbone.info.to_dict())
 
 
 def _write_view_info(store: FeatureStore, view: str, dataset: ImageDataset, perturbation_key: str | None) -> None:

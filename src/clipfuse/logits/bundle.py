@@ -30,6 +30,7 @@ class ViewBundle:
     templates: list[str]
     logit_scales: list[float]
     classifiers: list[torch.Tensor] = field(default_factory=list)  # B x (C, D_b) text classifiers
+    gflops: list[float | None] = field(default_factory=list)  # image-tower GFLOPs per backbone
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -44,7 +45,7 @@ class ViewBundle:
             self.view, self.names, self.specs, self.fingerprints,
             [f[rows_t] for f in self.features], self.logits[:, rows_t], self.labels[rows_t],
             self.indices[rows_np], [self.sample_ids[r] for r in rows_np],
-            self.classnames, self.templates, self.logit_scales, self.classifiers,
+            self.classnames, self.templates, self.logit_scales, self.classifiers, self.gflops,
         )
 
 
@@ -160,8 +161,14 @@ def load_bundle(
         templates=list(templates),
         logit_scales=scales,
         classifiers=classifiers,
+        gflops=[_gflops(store, k.backbone) for k in keys],
         failures=list(datas[0].failures),
     )
+
+
+def _gflops(store: FeatureStore, fingerprint: str) -> float | None:
+    info = store.get_array_set("backbone-info", fingerprint)
+    return None if info is None else info.metadata.get("image_gflops")
 
 
 def _short_name(spec: str) -> str:
