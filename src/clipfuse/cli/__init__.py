@@ -7,10 +7,9 @@ and leaves every store consistent (rerun to resume).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from clipfuse.cli import core_cmds, fusion_cmds  # noqa: F401  (registers the commands)
+from clipfuse.cli import analysis_cmds, core_cmds, fusion_cmds  # noqa: F401  (registers the commands)
 from clipfuse.cli.common import COMMANDS, PARSERS
 from clipfuse.errors import ClipfuseError
 
@@ -22,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     return parser
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clipfuse: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("clipfuse: interrupted; completed shards are kept, rerun the same command to resume", file=sys.stderr)
+        print(
+            "clipfuse: interrupted; completed shards are kept, rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 130
     except BrokenPipeError:
         return 0

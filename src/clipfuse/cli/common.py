@@ -28,12 +28,20 @@ def parsers(fn):
 
 
 def add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
-    p.add_argument("--data", required=True, help="source: imagefolder:PATH, idx:DIR, csv:FILE or wds:DIR")
+    p.add_argument(
+        "--data", required=True, help="source: imagefolder:PATH, idx:DIR, csv:FILE or wds:DIR"
+    )
     if split:
         p.add_argument("--split", required=True, help="split name (train, test, all, ...)")
-    p.add_argument("--limit", type=int, default=None, help="a deterministic class-balanced sample of N images")
-    p.add_argument("--classnames", default=None, help="class names file (one per line), overrides the catalog")
-    p.add_argument("--templates", default=None, help="prompt templates file (JSON list or lines with {c})")
+    p.add_argument(
+        "--limit", type=int, default=None, help="a deterministic class-balanced sample of N images"
+    )
+    p.add_argument(
+        "--classnames", default=None, help="class names file (one per line), overrides the catalog"
+    )
+    p.add_argument(
+        "--templates", default=None, help="prompt templates file (JSON list or lines with {c})"
+    )
     p.add_argument("--name", default=None, help="dataset name (default: guessed from the path)")
 
 
@@ -57,7 +65,9 @@ def existing_store(path: str):
     from clipfuse.store import FeatureStore
 
     if not (Path(path) / "store.json").is_file():
-        raise ClipfuseError(f"no feature store at {path!r}; run `clipfuse extract --store {path} ...` first")
+        raise ClipfuseError(
+            f"no feature store at {path!r}; run `clipfuse extract --store {path} ...` first"
+        )
     return FeatureStore(path)
 
 
@@ -69,5 +79,3 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for r in rows:
         print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in columns))
-
-

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 import sys
 
-from clipfuse.cli.common import add_data_args, command, existing_store, open_data, parsers, print_table
+from clipfuse.cli.common import (
+    add_data_args,
+    command,
+    existing_store,
+    open_data,
+    parsers,
+    print_table,
+)
+
 
 @command("backbones")
 def cmd_backbones(args) -> int:
@@ -18,7 +26,10 @@ def cmd_backbones(args) -> int:
     if not entries:
         print(f"no backbone matches {args.pattern!r}", file=sys.stderr)
         return 1
-    print_table([e.to_dict() for e in entries], ["spec", "family", "embed_dim", "image_size", "image_gflops", "source"])
+    print_table(
+        [e.to_dict() for e in entries],
+        ["spec", "family", "embed_dim", "image_size", "image_gflops", "source"],
+    )
     return 0
 
 
@@ -38,7 +49,9 @@ def cmd_extract(args) -> int:
     from clipfuse.store import FeatureStore
 
     dataset = open_data(args)
-    backbones = [load_backbone(s, device=args.device, precision=args.precision) for s in args.backbone]
+    backbones = [
+        load_backbone(s, device=args.device, precision=args.precision) for s in args.backbone
+    ]
     store = FeatureStore(args.store)
     report = extract(
         backbones,
@@ -58,7 +71,10 @@ def cmd_extract(args) -> int:
             f"{report.seconds:.1f}s ({report.images_per_second:.1f} img/s), {report.shards_written} shard(s) written"
         )
     if report.failures:
-        print(f"skipped {len(report.failures)} unreadable image(s), listed in the manifests:", file=sys.stderr)
+        print(
+            f"skipped {len(report.failures)} unreadable image(s), listed in the manifests:",
+            file=sys.stderr,
+        )
         for f in report.failures[:10]:
             print(f"  {f['sample_id']}: {f['error']}", file=sys.stderr)
     return 0
@@ -75,25 +91,35 @@ def cmd_zeroshot(args) -> int:
     bundle = load_bundle(store, view, classnames=dataset.classnames, templates=dataset.templates)
     rows = zeroshot_table(bundle)
     if args.json:
-        print(json.dumps({"view": view, "dataset": dataset.name, "split": dataset.split, "results": rows}, indent=1))
+        print(
+            json.dumps(
+                {"view": view, "dataset": dataset.name, "split": dataset.split, "results": rows},
+                indent=1,
+            )
+        )
     else:
         print(f"zero-shot on {view} ({rows[0]['n']} images, {len(dataset.classnames)} classes)")
         print_table(rows, ["backbone", "top1", "top5", "mean_per_class_recall"])
     return 0
 
 
-
 @parsers
 def add_parsers(sub) -> None:
     p = sub.add_parser("backbones", help="list known backbone specs (open_clip tags and the zoo)")
-    p.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'zoo:*' or 'ViT-B*'")
+    p.add_argument(
+        "pattern", nargs="?", default="*", help="shell pattern, e.g. 'zoo:*' or 'ViT-B*'"
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("datasets", help="list datasets with known class names / templates")
     p.add_argument("pattern", nargs="?", default="*")
 
-    p = sub.add_parser("extract", help="encode a dataset split with several backbones into a feature store")
-    p.add_argument("--backbone", action="append", required=True, help="backbone spec (repeat for several)")
+    p = sub.add_parser(
+        "extract", help="encode a dataset split with several backbones into a feature store"
+    )
+    p.add_argument(
+        "--backbone", action="append", required=True, help="backbone spec (repeat for several)"
+    )
     add_data_args(p)
     p.add_argument("--store", required=True, help="feature store directory")
     p.add_argument("--device", default="cpu")
@@ -101,12 +127,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="decode workers (default: up to 4)")
     p.add_argument("--shard-size", type=int, default=1024)
-    p.add_argument("--feature-dtype", default="float16", choices=["float16", "float32"],
-                   help="storage precision of features (float32 for bit-exact parity checks)")
+    p.add_argument(
+        "--feature-dtype",
+        default="float16",
+        choices=["float16", "float32"],
+        help="storage precision of features (float32 for bit-exact parity checks)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("zeroshot", help="per-backbone zero-shot accuracy from cached features")
     add_data_args(p)
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true")
-

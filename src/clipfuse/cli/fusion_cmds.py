@@ -7,7 +7,14 @@ import sys
 
 import numpy as np
 
-from clipfuse.cli.common import add_data_args, command, existing_store, open_data, parsers, print_table
+from clipfuse.cli.common import (
+    add_data_args,
+    command,
+    existing_store,
+    open_data,
+    parsers,
+    print_table,
+)
 from clipfuse.errors import ClipfuseError
 
 
@@ -17,8 +24,13 @@ def _bundle(args, store, split: str, limit: int | None):
     args.limit = limit
     dataset = open_data(args, split)
     view = resolve_view(store, dataset)
-    return dataset, load_bundle(store, view, backbones=args.backbone, classnames=dataset.classnames,
-                                templates=dataset.templates)
+    return dataset, load_bundle(
+        store,
+        view,
+        backbones=args.backbone,
+        classnames=dataset.classnames,
+        templates=dataset.templates,
+    )
 
 
 def _method_params(args) -> dict:
@@ -29,7 +41,9 @@ def _method_params(args) -> dict:
             method, name = key.split(".", 1)
             params.setdefault(method, {})[name] = json.loads(value)
         except ValueError:
-            raise ClipfuseError(f"--param takes METHOD.NAME=VALUE (e.g. nlc.steps=500); got {item!r}") from None
+            raise ClipfuseError(
+                f"--param takes METHOD.NAME=VALUE (e.g. nlc.steps=500); got {item!r}"
+            ) from None
     return params
 
 
@@ -46,11 +60,20 @@ def cmd_evaluate(args) -> int:
     dataset, train = _bundle(args, store, args.train_split, args.train_limit)
     _, test = _bundle(args, store, args.test_split, args.test_limit)
     result = evaluate_methods(
-        train, test, [m.strip() for m in args.methods.split(",") if m.strip()], budgets,
-        list(range(args.seed_offset, args.seed_offset + args.seeds)), dataset=dataset.name,
-        method_params=_method_params(args), clamp=args.clamp_shots, device=args.device, progress=not args.quiet,
+        train,
+        test,
+        [m.strip() for m in args.methods.split(",") if m.strip()],
+        budgets,
+        list(range(args.seed_offset, args.seed_offset + args.seeds)),
+        dataset=dataset.name,
+        method_params=_method_params(args),
+        clamp=args.clamp_shots,
+        device=args.device,
+        progress=not args.quiet,
     )
-    paths = write_results(result, args.out, ["clipfuse", *sys.argv[1:]] if sys.argv[0].endswith("clipfuse") else None)
+    paths = write_results(
+        result, args.out, ["clipfuse", *sys.argv[1:]] if sys.argv[0].endswith("clipfuse") else None
+    )
     if args.json:
         print(json.dumps(result.summary(), indent=1))
     else:
@@ -70,8 +93,16 @@ def cmd_fit(args) -> int:
     if rest:
         raise ClipfuseError("fit takes one label budget (one --shots value or one --fraction)")
     dataset, train = _bundle(args, store, args.train_split, args.limit)
-    draw = draw_holdout(train.labels.numpy(), train.indices, len(train.classnames), view=train.view,
-                        seed=args.seed, shots=shots, fraction=fraction, clamp=args.clamp_shots)
+    draw = draw_holdout(
+        train.labels.numpy(),
+        train.indices,
+        len(train.classnames),
+        view=train.view,
+        seed=args.seed,
+        shots=shots,
+        fraction=fraction,
+        clamp=args.clamp_shots,
+    )
     hold = train.select(np.searchsorted(train.indices, draw.positions))
     params = _method_params(args).get(args.method, {})
     combiner = make_combiner(args.method, device=args.device, **params)
@@ -79,15 +110,26 @@ def cmd_fit(args) -> int:
         combiner.set_params(seed=args.seed)
     combiner.fit(hold.features, hold.logits, hold.labels)
     ensemble = SavedEnsemble(
-        backbones=backbone_records(train), classnames=train.classnames, templates=train.templates,
-        classifiers=train.classifiers, combiner=combiner,
-        training={"view": train.view, "dataset": dataset.name, "budget": draw.budget, "seed": args.seed,
-                  "num_labels": draw.num_labels, "holdout_sha256": draw.content_hash,
-                  "holdout_positions": draw.positions},
+        backbones=backbone_records(train),
+        classnames=train.classnames,
+        templates=train.templates,
+        classifiers=train.classifiers,
+        combiner=combiner,
+        training={
+            "view": train.view,
+            "dataset": dataset.name,
+            "budget": draw.budget,
+            "seed": args.seed,
+            "num_labels": draw.num_labels,
+            "holdout_sha256": draw.content_hash,
+            "holdout_positions": draw.positions,
+        },
     )
     path = ensemble.save(args.out)
-    print(f"fitted {args.method} on {draw.num_labels} labels ({draw.budget}, seed {args.seed}) of {train.view}; "
-          f"saved {path}")
+    print(
+        f"fitted {args.method} on {draw.num_labels} labels ({draw.budget}, seed {args.seed}) of {train.view}; "
+        f"saved {path}"
+    )
     return 0
 
 
@@ -97,16 +139,29 @@ def cmd_predict(args) -> int:
     from clipfuse.ensemble.saved import SavedEnsemble
 
     ensemble = SavedEnsemble.load(args.ensemble, device=args.device)
-    predictions, failures = predict_images(ensemble, args.images, device=args.device, batch_size=args.batch_size,
-                                           num_workers=args.workers, top_k=args.top_k, progress=not args.quiet)
+    predictions, failures = predict_images(
+        ensemble,
+        args.images,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        top_k=args.top_k,
+        progress=not args.quiet,
+    )
     if args.json:
         print(json.dumps({"predictions": predictions, "failures": failures}, indent=1))
     else:
         rows = []
         for p in predictions:
             temps = " ".join(f"{k}={v:.2f}" for k, v in p.get("temperatures", {}).items())
-            rows.append({"image": p["image"], "label": p["label"], "probability": p["probability"],
-                         "temperatures": temps})
+            rows.append(
+                {
+                    "image": p["image"],
+                    "label": p["label"],
+                    "probability": p["probability"],
+                    "temperatures": temps,
+                }
+            )
         print_table(rows, ["image", "label", "probability", "temperatures"])
     for f in failures:
         print(f"skipped unreadable image {f['image']}: {f['error']}", file=sys.stderr)
@@ -116,18 +171,32 @@ def cmd_predict(args) -> int:
 def _add_fusion_data(p) -> None:
     add_data_args(p, split=False)
     p.add_argument("--store", required=True, help="feature store directory")
-    p.add_argument("--backbone", action="append", default=None,
-                   help="use only these backbones (spec or fingerprint; default: all extracted)")
-    p.add_argument("--method-param", "--param", dest="param", action="append",
-                   help="METHOD.NAME=JSON, e.g. nlc.steps=500 (recorded in the results)")
-    p.add_argument("--clamp-shots", action="store_true",
-                   help="take all examples of classes with fewer than k (recorded) instead of failing")
+    p.add_argument(
+        "--backbone",
+        action="append",
+        default=None,
+        help="use only these backbones (spec or fingerprint; default: all extracted)",
+    )
+    p.add_argument(
+        "--method-param",
+        "--param",
+        dest="param",
+        action="append",
+        help="METHOD.NAME=JSON, e.g. nlc.steps=500 (recorded in the results)",
+    )
+    p.add_argument(
+        "--clamp-shots",
+        action="store_true",
+        help="take all examples of classes with fewer than k (recorded) instead of failing",
+    )
     p.add_argument("--device", default="cpu")
 
 
 @parsers
 def add_parsers(sub) -> None:
-    p = sub.add_parser("evaluate", help="every method over label budgets and seeds: mean ± std, gains, worst case")
+    p = sub.add_parser(
+        "evaluate", help="every method over label budgets and seeds: mean ± std, gains, worst case"
+    )
     _add_fusion_data(p)
     p.add_argument("--train-split", required=True)
     p.add_argument("--test-split", required=True)
@@ -135,14 +204,18 @@ def add_parsers(sub) -> None:
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--methods", default="all", help="comma list of combiners or 'all'")
     p.add_argument("--shots", default=None, help="k per class, comma list (e.g. 1,4,16)")
-    p.add_argument("--fraction", default=None, help="fraction of train as hold-out, comma list (e.g. 0.1)")
+    p.add_argument(
+        "--fraction", default=None, help="fraction of train as hold-out, comma list (e.g. 0.1)"
+    )
     p.add_argument("--seeds", type=int, default=3, help="number of hold-out draws (seeds 0..N-1)")
     p.add_argument("--seed-offset", type=int, default=0)
     p.add_argument("--out", required=True, help="results directory")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
-    p = sub.add_parser("fit", help="fit one combiner on a hold-out draw and save a self-contained ensemble")
+    p = sub.add_parser(
+        "fit", help="fit one combiner on a hold-out draw and save a self-contained ensemble"
+    )
     _add_fusion_data(p)
     p.add_argument("--train-split", required=True)
     p.add_argument("--method", default="nlc")

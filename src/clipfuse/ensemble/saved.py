@@ -26,7 +26,9 @@ VERSION = 1
 
 @dataclass
 class SavedEnsemble:
-    backbones: list[dict[str, Any]]  # spec, name, fingerprint, weights_sha256, preprocess, logit_scale
+    backbones: list[
+        dict[str, Any]
+    ]  # spec, name, fingerprint, weights_sha256, preprocess, logit_scale
     classnames: list[str]
     templates: list[str]
     classifiers: list[torch.Tensor]  # B x (C, D_b)
@@ -36,7 +38,9 @@ class SavedEnsemble:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"classifier.{b}": w.contiguous().float() for b, w in enumerate(self.classifiers)}
+        tensors = {
+            f"classifier.{b}": w.contiguous().float() for b, w in enumerate(self.classifiers)
+        }
         tensors.update({f"combiner.{k}": v for k, v in self.combiner.state_dict().items()})
         header = {
             "format": FORMAT,
@@ -66,21 +70,33 @@ class SavedEnsemble:
         except (SafetensorError, KeyError, ValueError, OSError) as exc:
             raise ClipfuseError(f"{str(path)!r} is not a clipfuse ensemble file ({exc})") from None
         if header.get("format") != FORMAT or header.get("version") != VERSION:
-            raise ClipfuseError(f"{str(path)!r}: unsupported ensemble format {header.get('format')} v{header.get('version')}")
+            raise ClipfuseError(
+                f"{str(path)!r}: unsupported ensemble format {header.get('format')} v{header.get('version')}"
+            )
         num = len(header["backbones"])
         classifiers = [tensors[f"classifier.{b}"] for b in range(num)]
         state = {k[len("combiner.") :]: v for k, v in tensors.items() if k.startswith("combiner.")}
         combiner = combiner_from_state(header["combiner"], state, device=device)
-        return cls(header["backbones"], header["classnames"], header["templates"], classifiers, combiner,
-                   header.get("training", {}))
+        return cls(
+            header["backbones"],
+            header["classnames"],
+            header["templates"],
+            classifiers,
+            combiner,
+            header.get("training", {}),
+        )
 
-    def load_backbones(self, device: str = "cpu", precision: str = "fp32"):
-        """The recorded backbones, each checked against its recorded fingerprint."""
+    def load_backbones(
+        self, device: str = "cpu", precision: str = "fp32", only: list[int] | None = None
+    ):
+        """The recorded backbones (or those at positions `only`), each checked against its fingerprint."""
         from clipfuse.backbones import load_backbone
 
         loaded = []
-        for record in self.backbones:
-            backbone = load_backbone(record["spec"], device=device, precision=precision, with_gflops=False)
+        for record in self.backbones if only is None else [self.backbones[b] for b in only]:
+            backbone = load_backbone(
+                record["spec"], device=device, precision=precision, with_gflops=False
+            )
             if backbone.info.fingerprint != record["fingerprint"]:
                 raise ProvenanceMismatchError(
                     f"backbone {record['spec']} now has fingerprint {backbone.info.fingerprint}, but the ensemble "
@@ -89,10 +105,18 @@ class SavedEnsemble:
             loaded.append(backbone)
         return loaded
 
+    def backbone_logits(self, b: int, features: torch.Tensor) -> torch.Tensor:
+        """(N, C) zero-shot logits of backbone `b` alone (cascades run backbones one by one)."""
+        w = self.classifiers[b]
+        return self.backbones[b]["logit_scale"] * features.float().to(w.device) @ w.T
+
     def logits(self, features: list[torch.Tensor]) -> torch.Tensor:
         """(B, N, C) zero-shot logits from per-backbone normalised features."""
         return torch.stack(
-            [rec["logit_scale"] * f.float() @ w.T for rec, f, w in zip(self.backbones, features, self.classifiers)]
+            [
+                rec["logit_scale"] * f.float() @ w.T
+                for rec, f, w in zip(self.backbones, features, self.classifiers)
+            ]
         )
 
 
@@ -100,5 +124,7 @@ def backbone_records(bundle) -> list[dict[str, Any]]:
     """Per-backbone provenance from a ViewBundle and the store manifests."""
     return [
         {"spec": spec, "name": name, "fingerprint": fp, "logit_scale": scale}
-        for spec, name, fp, scale in zip(bundle.specs, bundle.names, bundle.fingerprints, bundle.logit_scales)
+        for spec, name, fp, scale in zip(
+            bundle.specs, bundle.names, bundle.fingerprints, bundle.logit_scales
+        )
     ]

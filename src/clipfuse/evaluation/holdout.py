@@ -45,7 +45,10 @@ class HoldoutDraw:
         """Write `holdout-<budget>-seed<S>-<hash>.json` (idempotent: same draw, same file)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"holdout-{self.budget.replace('%', 'pct')}-seed{self.seed}-{self.content_hash[:10]}.json"
+        path = (
+            directory
+            / f"holdout-{self.budget.replace('%', 'pct')}-seed{self.seed}-{self.content_hash[:10]}.json"
+        )
         path.write_text(json.dumps({**asdict(self), "content_sha256": self.content_hash}, indent=1))
         return path
 
@@ -100,7 +103,9 @@ def draw_holdout(
     return HoldoutDraw(view, seed, shots, fraction, sorted(chosen), per_class, clamped)
 
 
-def parse_budgets(shots: str | None, fractions: str | None) -> list[tuple[int | None, float | None]]:
+def parse_budgets(
+    shots: str | None, fractions: str | None
+) -> list[tuple[int | None, float | None]]:
     """'1,4' and/or '0.1' -> [(1, None), (4, None), (None, 0.1)]."""
     budgets: list[tuple[int | None, float | None]] = []
     for part in (shots or "").split(","):

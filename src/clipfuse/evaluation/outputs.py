@@ -8,16 +8,31 @@ import platform
 import sys
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from clipfuse.evaluation.runner import EvaluationResult, format_markdown
+from clipfuse.reports.results import save_evaluation, save_temperatures
 
-CSV_COLUMNS = ["dataset", "method", "kind", "budget", "labels", "n_seeds", "top1_mean", "top1_std",
-               "gain_points", "gain_relative_pct", "worst_delta_points", "fit_s", "predict_s"]
+CSV_COLUMNS = [
+    "dataset",
+    "method",
+    "kind",
+    "budget",
+    "labels",
+    "n_seeds",
+    "top1_mean",
+    "top1_std",
+    "gain_points",
+    "gain_relative_pct",
+    "worst_delta_points",
+    "fit_s",
+    "predict_s",
+]
 
 
-def write_results(result: EvaluationResult, out_dir: str | Path, command: list[str] | None = None) -> dict[str, Path]:
-    """results.{md,csv,json}, holdouts/*.json and (when NLC ran) temperatures.safetensors."""
+def write_results(
+    result: EvaluationResult, out_dir: str | Path, command: list[str] | None = None
+) -> dict[str, Path]:
+    """results.{md,csv,json}, holdouts/*.json, and the report's evaluation.json (+ NLC
+    temperatures.safetensors when NLC ran), merged per dataset so several datasets share a folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = result.summary()
@@ -25,8 +40,11 @@ def write_results(result: EvaluationResult, out_dir: str | Path, command: list[s
     payload = result.to_dict()
     payload["holdout_files"] = draws
     payload["command"] = command or sys.argv
-    payload["machine"] = {"python": platform.python_version(), "platform": platform.platform(),
-                          "processor": platform.processor()}
+    payload["machine"] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+    }
     paths = {"json": out / "results.json", "csv": out / "results.csv", "md": out / "results.md"}
     paths["json"].write_text(json.dumps(payload, indent=1))
     with open(paths["csv"], "w", newline="") as f:
@@ -41,12 +59,56 @@ def write_results(result: EvaluationResult, out_dir: str | Path, command: list[s
         f"Command: `{' '.join(payload['command'])}`\n\n"
     )
     paths["md"].write_text(header + format_markdown(rows) + "\n")
+    paths["evaluation"] = save_evaluation(
+        out,
+        report_rows(result),
+        protocol={
+            **{k: v for k, v in result.config.items() if k != "method_params"},
+            "method_params": json.dumps(result.config.get("method_params", {})),
+            "command": " ".join(payload["command"]),
+        },
+    )
     if result.temperatures:
-        paths["temperatures"] = out / "temperatures.safetensors"
-        save_file(
-            {"temperatures": result.temperatures["nlc"].contiguous(), "labels": result.test_labels.contiguous()},
-            str(paths["temperatures"]),
-            metadata={"backbones": json.dumps(result.backbones), "view": result.test_view},
+        paths["temperatures"] = save_temperatures(
+            out,
+            result.dataset,
+            result.temperatures["nlc"],
+            result.test_labels,
+            result.backbones,
+            class_names=result.config.get("classnames"),
         )
     return paths
 
+
+def report_rows(result: EvaluationResult) -> list[dict]:
+    """Summary rows in the report's evaluation.json schema (accuracies as fractions)."""
+    rows = []
+    gflops = result.config.get("gflops") or {}
+    for r in result.summary():
+        if r["kind"] == "reference":
+            continue
+        shots = r["budget"]
+        if shots.endswith("-shot") and shots[0].isdigit():
+            shots = int(shots.split("-")[0])
+        row = {
+            "dataset": r["dataset"],
+            "method": r["method"],
+            "shots": shots,
+            "mean": r["top1_mean"] / 100,
+            "std": r["top1_std"] / 100,
+            "n_seeds": r["n_seeds"],
+            "kind": r["kind"],
+        }
+        for src, dst in (
+            ("gain_points", "gain_points"),
+            ("gain_relative_pct", "gain_relative"),
+            ("worst_delta_points", "worst_delta"),
+            ("fit_s", "fit_s"),
+            ("predict_s", "predict_s"),
+        ):
+            if r[src] is not None:
+                row[dst] = r[src]
+        if r["method"] in gflops:
+            row["gflops"] = gflops[r["method"]]
+        rows.append(row)
+    return rows

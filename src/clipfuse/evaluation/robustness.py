@@ -22,13 +22,26 @@ from clipfuse.logits.bundle import ViewBundle, load_bundle
 from clipfuse.store import FeatureStore
 
 
-def fit_on_clean(train: ViewBundle, methods: Sequence[str], shots: int | None, fraction: float | None,
-                 seeds: Sequence[int], device: str = "cpu") -> dict[str, list]:
+def fit_on_clean(
+    train: ViewBundle,
+    methods: Sequence[str],
+    shots: int | None,
+    fraction: float | None,
+    seeds: Sequence[int],
+    device: str = "cpu",
+) -> dict[str, list]:
     """{method: [fitted combiner per seed]} on clean hold-out draws."""
     fitted: dict[str, list] = {m: [] for m in methods}
     for seed in seeds:
-        draw = draw_holdout(train.labels.numpy(), train.indices, len(train.classnames), view=train.view,
-                            seed=seed, shots=shots, fraction=fraction)
+        draw = draw_holdout(
+            train.labels.numpy(),
+            train.indices,
+            len(train.classnames),
+            view=train.view,
+            seed=seed,
+            shots=shots,
+            fraction=fraction,
+        )
         hold = train.select(np.searchsorted(train.indices, draw.positions))
         for method in methods:
             combiner = make_combiner(method, device=device)
@@ -40,11 +53,14 @@ def fit_on_clean(train: ViewBundle, methods: Sequence[str], shots: int | None, f
 
 def score_view(bundle: ViewBundle, fitted: dict[str, list]) -> dict[str, list[float]]:
     """{model: [top-1 per seed]} for every single backbone (one value) and fitted ensemble."""
-    scores: dict[str, list[float]] = {n: [topk_accuracy(bundle.logits[b], bundle.labels)]
-                                      for b, n in enumerate(bundle.names)}
+    scores: dict[str, list[float]] = {
+        n: [topk_accuracy(bundle.logits[b], bundle.labels)] for b, n in enumerate(bundle.names)
+    }
     for method, combiners in fitted.items():
-        scores[method] = [float((c.predict(bundle.features, bundle.logits).cpu() == bundle.labels).float().mean())
-                          for c in combiners]
+        scores[method] = [
+            float((c.predict(bundle.features, bundle.logits).cpu() == bundle.labels).float().mean())
+            for c in combiners
+        ]
     return scores
 
 
@@ -65,9 +81,21 @@ def robustness_study(
 ) -> dict[str, Any]:
     """Records of {perturbation, severity, method, accuracy (mean over seeds), std, drop}."""
     specs = [b.info.spec for b in backbones]
-    extract(backbones, test_dataset, store, batch_size=batch_size, num_workers=num_workers, progress=progress)
-    clean = load_bundle(store, view_name(test_dataset), backbones=specs,
-                        classnames=test_dataset.classnames, templates=test_dataset.templates)
+    extract(
+        backbones,
+        test_dataset,
+        store,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    clean = load_bundle(
+        store,
+        view_name(test_dataset),
+        backbones=specs,
+        classnames=test_dataset.classnames,
+        templates=test_dataset.templates,
+    )
     fitted = fit_on_clean(train, methods, shots, fraction, seeds)
     clean_scores = score_view(clean, fitted)
     records: list[dict[str, Any]] = []
@@ -75,24 +103,51 @@ def robustness_study(
     def add(name: str, severity: int, scores: dict[str, list[float]]) -> None:
         for model, values in scores.items():
             mean = float(np.mean(values))
-            records.append({
-                "dataset": test_dataset.name, "perturbation": name, "severity": severity, "method": model,
-                "kind": "ensemble" if model in fitted else "single", "accuracy": mean,
-                "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                "drop_points": 100 * (float(np.mean(clean_scores[model])) - mean), "n_seeds": len(values),
-            })
+            records.append(
+                {
+                    "dataset": test_dataset.name,
+                    "perturbation": name,
+                    "severity": severity,
+                    "method": model,
+                    "kind": "ensemble" if model in fitted else "single",
+                    "accuracy": mean,
+                    "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                    "drop_points": 100 * (float(np.mean(clean_scores[model])) - mean),
+                    "n_seeds": len(values),
+                }
+            )
 
     add("clean", 0, clean_scores)
     for perturbation in perturbations:
-        extract(backbones, test_dataset, store, batch_size=batch_size, num_workers=num_workers,
-                perturbation=perturbation, perturbation_key=perturbation.key, progress=progress)
-        bundle = load_bundle(store, view_name(test_dataset, perturbation.key), backbones=specs,
-                             classnames=test_dataset.classnames, templates=test_dataset.templates)
+        extract(
+            backbones,
+            test_dataset,
+            store,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            perturbation=perturbation,
+            perturbation_key=perturbation.key,
+            progress=progress,
+        )
+        bundle = load_bundle(
+            store,
+            view_name(test_dataset, perturbation.key),
+            backbones=specs,
+            classnames=test_dataset.classnames,
+            templates=test_dataset.templates,
+        )
         add(perturbation.name, perturbation.severity, score_view(bundle, fitted))
     return {
         "records": records,
-        "protocol": {"methods": list(methods), "shots": shots, "fraction": fraction, "seeds": list(seeds),
-                     "fitted_on": train.view, "test_view": clean.view, "backbones": specs,
-                     "perturbations": [p.key for p in perturbations],
-                     "note": "ensembles fitted on the clean hold-out, applied unchanged to perturbed views"},
+        "protocol": {
+            "methods": list(methods),
+            "shots": shots,
+            "fraction": fraction,
+            "seeds": list(seeds),
+            "fitted_on": train.view,
+            "test_view": clean.view,
+            "backbones": specs,
+            "perturbations": [p.key for p in perturbations],
+            "note": "ensembles fitted on the clean hold-out, applied unchanged to perturbed views",
+        },
     }

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from clipfuse.cascade.costs import cost_info, fill_costs
 from clipfuse.combiners import list_combiners, make_combiner, oracle_accuracy
 from clipfuse.errors import FitError
 from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
@@ -60,18 +61,38 @@ class EvaluationResult:
         for name, acc in self.singles.items():
             rows.append(_row(self.dataset, name, "zero-shot", 0, [acc], None, kind="single"))
         best_test = max(self.singles, key=self.singles.get)
-        rows.append(_row(self.dataset, f"best single on test ({best_test}; reference only)", "-", 0,
-                         [self.singles[best_test]], None, kind="reference"))
-        rows.append(_row(self.dataset, "oracle (upper bound)", "-", 0, [self.oracle], None, kind="oracle"))
+        rows.append(
+            _row(
+                self.dataset,
+                f"best single on test ({best_test}; reference only)",
+                "-",
+                0,
+                [self.singles[best_test]],
+                None,
+                kind="reference",
+            )
+        )
+        rows.append(
+            _row(self.dataset, "oracle (upper bound)", "-", 0, [self.oracle], None, kind="oracle")
+        )
         groups: dict[tuple[str, str], list[RunRecord]] = {}
         for r in self.records:
             groups.setdefault((r.method, r.budget), []).append(r)
         for (method, budget), recs in groups.items():
-            rows.append(_row(self.dataset, method, budget, recs[0].num_labels, [r.top1 for r in recs],
-                             [r.baseline_top1 for r in recs], kind="method",
-                             fit_s=float(np.mean([r.fit_s for r in recs])),
-                             predict_s=float(np.mean([r.predict_s for r in recs])),
-                             seeds=[r.seed for r in recs]))
+            rows.append(
+                _row(
+                    self.dataset,
+                    method,
+                    budget,
+                    recs[0].num_labels,
+                    [r.top1 for r in recs],
+                    [r.baseline_top1 for r in recs],
+                    kind="method",
+                    fit_s=float(np.mean([r.fit_s for r in recs])),
+                    predict_s=float(np.mean([r.predict_s for r in recs])),
+                    seeds=[r.seed for r in recs],
+                )
+            )
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,13 +105,33 @@ class EvaluationResult:
             "oracle": self.oracle,
             "summary": self.summary(),
             "records": [asdict(r) for r in self.records],
-            "holdouts": [{"budget": d.budget, "seed": d.seed, "num_labels": d.num_labels,
-                          "content_sha256": d.content_hash, "clamped_classes": d.clamped_classes} for d in self.draws],
+            "holdouts": [
+                {
+                    "budget": d.budget,
+                    "seed": d.seed,
+                    "num_labels": d.num_labels,
+                    "content_sha256": d.content_hash,
+                    "clamped_classes": d.clamped_classes,
+                }
+                for d in self.draws
+            ],
             "config": self.config,
         }
 
 
-def _row(dataset, method, budget, labels, accs, baselines, *, kind, fit_s=None, predict_s=None, seeds=None):
+def _row(
+    dataset,
+    method,
+    budget,
+    labels,
+    accs,
+    baselines,
+    *,
+    kind,
+    fit_s=None,
+    predict_s=None,
+    seeds=None,
+):
     accs_a = np.asarray(accs, dtype=float)
     row = {
         "dataset": dataset,
@@ -142,6 +183,23 @@ def _predict_top1(combiner, test: ViewBundle) -> float:
     return correct / max(n, 1)
 
 
+def _cost_info(combiner, test: ViewBundle) -> dict[str, Any]:
+    """Compute spent per test image (cascades: what they actually ran), chunked like top-1."""
+    n = test.labels.numel()
+    parts = []
+    for start in range(0, n, PREDICT_CHUNK):
+        sl = slice(start, min(n, start + PREDICT_CHUNK))
+        part = cost_info(
+            combiner, [f[sl] for f in test.features], test.logits[:, sl], test.gflops, test.names
+        )
+        parts.append((sl.stop - sl.start, part))
+    info = dict(parts[0][1]) if parts else {}
+    for key in ("backbones_per_image", "gflops_per_image"):
+        if parts and parts[0][1].get(key) is not None:
+            info[key] = sum(m * p[key] for m, p in parts) / max(n, 1)
+    return info
+
+
 def evaluate_methods(
     train: ViewBundle,
     test: ViewBundle,
@@ -157,13 +215,19 @@ def evaluate_methods(
 ) -> EvaluationResult:
     """Fit each method on each hold-out draw and score it on test."""
     if train.fingerprints != test.fingerprints:
-        raise FitError("train and test views hold different backbones; extract both splits with the same --backbone list")
+        raise FitError(
+            "train and test views hold different backbones; extract both splits with the same --backbone list"
+        )
     if len(train.classnames) != len(test.classnames):
-        raise FitError(f"class-count mismatch: train has {len(train.classnames)} classes, test {len(test.classnames)}")
+        raise FitError(
+            f"class-count mismatch: train has {len(train.classnames)} classes, test {len(test.classnames)}"
+        )
     methods = expand_methods(methods)
     method_params = method_params or {}
     num_classes = len(test.classnames)
-    singles = {name: topk_accuracy(test.logits[b], test.labels) for b, name in enumerate(test.names)}
+    singles = {
+        name: topk_accuracy(test.logits[b], test.labels) for b, name in enumerate(test.names)
+    }
     result = EvaluationResult(
         dataset=dataset,
         train_view=train.view,
@@ -181,24 +245,42 @@ def evaluate_methods(
             "method_params": method_params,
             "device": device,
             "specs": test.specs,
+            "classnames": list(test.classnames),
+            "gflops": {n: g for n, g in zip(test.names, test.gflops) if g is not None},
             "train_samples": int(train.labels.numel()),
             "test_samples": int(test.labels.numel()),
             "baseline": "single backbone with the best hold-out accuracy, per draw",
             "std": "sample standard deviation over seeds (ddof=1)",
         },
     )
-    bar = tqdm(total=len(budgets) * len(seeds) * len(methods), desc="evaluate", unit="fit", disable=not progress)
+    bar = tqdm(
+        total=len(budgets) * len(seeds) * len(methods),
+        desc="evaluate",
+        unit="fit",
+        disable=not progress,
+    )
     for shots, fraction in budgets:
         for seed in seeds:
-            draw = draw_holdout(train.labels.numpy(), train.indices, num_classes, view=train.view,
-                                seed=seed, shots=shots, fraction=fraction, clamp=clamp)
+            draw = draw_holdout(
+                train.labels.numpy(),
+                train.indices,
+                num_classes,
+                view=train.view,
+                seed=seed,
+                shots=shots,
+                fraction=fraction,
+                clamp=clamp,
+            )
             result.draws.append(draw)
             hold = train.select(np.searchsorted(train.indices, draw.positions))
-            hold_acc = [topk_accuracy(hold.logits[b], hold.labels) for b in range(hold.num_backbones)]
+            hold_acc = [
+                topk_accuracy(hold.logits[b], hold.labels) for b in range(hold.num_backbones)
+            ]
             chosen = int(np.argmax(hold_acc))
             base_name, base_top1 = test.names[chosen], singles[test.names[chosen]]
             for method in methods:
                 combiner = make_combiner(method, device=device, **method_params.get(method, {}))
+                fill_costs(combiner, train.gflops)  # cascades/subsets: the store's GFLOPs
                 if hasattr(combiner, "seed") and "seed" not in method_params.get(method, {}):
                     combiner.set_params(seed=seed)
                 t0 = time.perf_counter()
@@ -207,11 +289,26 @@ def evaluate_methods(
                 t0 = time.perf_counter()
                 top1 = _predict_top1(combiner, test)
                 predict_s = time.perf_counter() - t0
-                info = {"chosen": test.names[combiner.chosen_]} if hasattr(combiner, "chosen_") else {}
+                info = (
+                    {"chosen": test.names[combiner.chosen_]} if hasattr(combiner, "chosen_") else {}
+                )
+                info.update(_cost_info(combiner, test))
                 if method == "nlc" and "nlc" not in result.temperatures:
                     result.temperatures["nlc"] = combiner.predict_temperatures(test.features).cpu()
-                result.records.append(RunRecord(method, draw.budget, seed, draw.num_labels, top1, base_name,
-                                                base_top1, fit_s, predict_s, info))
+                result.records.append(
+                    RunRecord(
+                        method,
+                        draw.budget,
+                        seed,
+                        draw.num_labels,
+                        top1,
+                        base_name,
+                        base_top1,
+                        fit_s,
+                        predict_s,
+                        info,
+                    )
+                )
                 bar.update(1)
     bar.close()
     return result
@@ -219,11 +316,14 @@ def evaluate_methods(
 
 def format_markdown(rows: list[dict[str, Any]]) -> str:
     """The result table as GitHub Markdown (mean ± std, gains in points and relative %)."""
+
     def num(v, fmt="{:.2f}"):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
-    lines = ["| method | budget | labels | seeds | top-1 (%) | gain (pts) | gain (rel %) | worst Δ (pts) | fit (s) | predict (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | budget | labels | seeds | top-1 (%) | gain (pts) | gain (rel %) | worst Δ (pts) | fit (s) | predict (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         acc = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["n_seeds"] > 1 else "")
         lines.append(

@@ -54,7 +54,9 @@ class DecodeOnceDataset(Dataset):
 class ShardNeeds:
     """Picklable `needs`: the backbones lacking the shard of a position (workers may be spawned)."""
 
-    def __init__(self, by_shard: dict[int, tuple[int, ...]] | None, shard_size: int, num_backbones: int):
+    def __init__(
+        self, by_shard: dict[int, tuple[int, ...]] | None, shard_size: int, num_backbones: int
+    ):
         self.by_shard = by_shard
         self.shard_size = shard_size
         self.every = tuple(range(num_backbones))

@@ -22,7 +22,12 @@ from tqdm import tqdm
 from clipfuse.backbones.backbone import Backbone
 from clipfuse.data.dataset import ImageDataset
 from clipfuse.data.sources import canonical_source
-from clipfuse.extraction.decode_once import DecodeOnceDataset, Perturbation, ShardNeeds, collate_decoded
+from clipfuse.extraction.decode_once import (
+    DecodeOnceDataset,
+    Perturbation,
+    ShardNeeds,
+    collate_decoded,
+)
 from clipfuse.store import EntryKey, FeatureStore
 
 DEFAULT_SHARD_SIZE = 1024
@@ -44,10 +49,14 @@ class ExtractionReport:
 
 def view_name(dataset: ImageDataset, perturbation_key: str | None = None) -> str:
     """Store view for a dataset selection, plus the perturbation (part of the key) if any."""
-    return dataset.view_key if perturbation_key is None else f"{dataset.view_key}+{perturbation_key}"
+    return (
+        dataset.view_key if perturbation_key is None else f"{dataset.view_key}+{perturbation_key}"
+    )
 
 
-def entry_provenance(backbone: Backbone, dataset: ImageDataset, perturbation_key: str | None) -> dict[str, Any]:
+def entry_provenance(
+    backbone: Backbone, dataset: ImageDataset, perturbation_key: str | None
+) -> dict[str, Any]:
     """What the features depend on; an existing entry must match this exactly. Paths are made
     absolute, so reruns from another directory match and `load_bundle` can reload the model."""
     info = backbone.info
@@ -95,7 +104,12 @@ def extract(
     entries = []
     for backbone in backbones:
         entry = store.entry(EntryKey(view=view, backbone=backbone.info.fingerprint))
-        entry.begin(entry_provenance(backbone, dataset, perturbation_key), len(dataset), shard_size, feature_dtype)
+        entry.begin(
+            entry_provenance(backbone, dataset, perturbation_key),
+            len(dataset),
+            shard_size,
+            feature_dtype,
+        )
         entries.append(entry)
         _write_backbone_info(store, backbone)
         _write_view_info(store, view, dataset, perturbation_key)
@@ -108,15 +122,24 @@ def extract(
 
     ranges = {s: entries[0].shard_range(s) for s in todo_shards}
     positions = [p for s in todo_shards for p in range(*ranges[s])]
-    needs_by_shard = {s: tuple(b for b in range(len(entries)) if s in missing[b]) for s in todo_shards}
+    needs_by_shard = {
+        s: tuple(b for b in range(len(entries)) if s in missing[b]) for s in todo_shards
+    }
     needs = ShardNeeds(needs_by_shard, shard_size, len(backbones))
 
     buffers: dict[tuple[int, int], list[tuple[list[int], np.ndarray]]] = defaultdict(list)
     failures: dict[int, list[dict[str, Any]]] = defaultdict(list)
     done_count: dict[int, int] = defaultdict(int)
     stream = encode_stream(
-        backbones, dataset, positions, needs, batch_size=batch_size, num_workers=num_workers,
-        perturbation=perturbation, progress=progress, desc=f"extract {dataset.name}/{dataset.split}",
+        backbones,
+        dataset,
+        positions,
+        needs,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        perturbation=perturbation,
+        progress=progress,
+        desc=f"extract {dataset.name}/{dataset.split}",
     )
     for ok_positions, encoded, batch_failures in stream:
         for position, error in batch_failures:
@@ -130,7 +153,14 @@ def extract(
             done_count[position // shard_size] += 1
         for shard in [s for s in list(done_count) if done_count[s] == ranges[s][1] - ranges[s][0]]:
             for b in needs_by_shard[shard]:
-                _flush(entries[b], shard, buffers.pop((b, shard), []), dataset, failures[shard], backbones[b])
+                _flush(
+                    entries[b],
+                    shard,
+                    buffers.pop((b, shard), []),
+                    dataset,
+                    failures[shard],
+                    backbones[b],
+                )
                 report.shards_written += 1
             del done_count[shard]
     for entry in entries:
@@ -159,8 +189,13 @@ def encode_stream(
     (position, error) for images that could not be decoded.
     """
     loader = DataLoader(
-        DecodeOnceDataset(dataset, positions, [b.preprocess for b in backbones],
-                          needs or ShardNeeds(None, 1, len(backbones)), perturbation),
+        DecodeOnceDataset(
+            dataset,
+            positions,
+            [b.preprocess for b in backbones],
+            needs or ShardNeeds(None, 1, len(backbones)),
+            perturbation,
+        ),
         batch_size=batch_size,
         num_workers=default_workers() if num_workers is None else num_workers,
         collate_fn=collate_decoded,
@@ -168,7 +203,10 @@ def encode_stream(
     )
     with tqdm(total=len(positions), unit="img", desc=desc, disable=not progress) as bar:
         for ok_positions, batches, batch_failures in loader:
-            encoded = {b: (pos, backbones[b].encode_images(pixels).cpu().numpy()) for b, (pos, pixels) in batches.items()}
+            encoded = {
+                b: (pos, backbones[b].encode_images(pixels).cpu().numpy())
+                for b, (pos, pixels) in batches.items()
+            }
             yield ok_positions, encoded, batch_failures
             bar.update(len(ok_positions) + len(batch_failures))
 
@@ -180,7 +218,9 @@ def _group_by_shard(positions: list[int], shard_size: int):
     return groups.items()
 
 
-def _flush(entry, shard: int, parts, dataset: ImageDataset, shard_failures, backbone: Backbone) -> None:
+def _flush(
+    entry, shard: int, parts, dataset: ImageDataset, shard_failures, backbone: Backbone
+) -> None:
     if parts:
         idx = np.concatenate([np.asarray(p, dtype=np.int64) for p, _ in parts])
         feats = np.concatenate([f for _, f in parts])
@@ -203,7 +243,9 @@ def _write_backbone_info(store: FeatureStore, backbone: Backbone) -> None:
         store.put_array_set("backbone-info", backbone.info.fingerprint, {}, backbone.info.to_dict())
 
 
-def _write_view_info(store: FeatureStore, view: str, dataset: ImageDataset, perturbation_key: str | None) -> None:
+def _write_view_info(
+    store: FeatureStore, view: str, dataset: ImageDataset, perturbation_key: str | None
+) -> None:
     """Class names and templates of a view, so later steps need not reopen the data source."""
     if store.get_array_set("view-info", view) is None:
         store.put_array_set(
@@ -212,4 +254,3 @@ def _write_view_info(store: FeatureStore, view: str, dataset: ImageDataset, pert
             {"labels": dataset.labels.astype(np.int64)},
             {**dataset.describe(), "perturbation": perturbation_key, "view": view},
         )
-

@@ -51,7 +51,9 @@ def _blur(img, s, rng):
 
 def _noise(img, s, rng):
     sigma = [0.04, 0.08, 0.12, 0.18, 0.26][s - 1] * 255
-    arr = np.asarray(img, dtype=np.float32) + rng.normal(0, sigma, size=(img.size[1], img.size[0], 3))
+    arr = np.asarray(img, dtype=np.float32) + rng.normal(
+        0, sigma, size=(img.size[1], img.size[0], 3)
+    )
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
@@ -64,7 +66,9 @@ def _jpeg(img, s, rng):
 
 def _downup(img, s, rng):
     factor = [0.75, 0.5, 0.35, 0.25, 0.15][s - 1]
-    small = img.resize((max(1, round(img.size[0] * factor)), max(1, round(img.size[1] * factor))), Image.BILINEAR)
+    small = img.resize(
+        (max(1, round(img.size[0] * factor)), max(1, round(img.size[1] * factor))), Image.BILINEAR
+    )
     return small.resize(img.size, Image.BILINEAR)
 
 
@@ -88,7 +92,9 @@ class Perturbation:
 
     def __init__(self, name: str, severity: int = 3, seed: int = 0):
         if name not in PERTURBATIONS:
-            raise ClipfuseError(f"unknown perturbation {name!r} (known: {', '.join(PERTURBATIONS)})")
+            raise ClipfuseError(
+                f"unknown perturbation {name!r} (known: {', '.join(PERTURBATIONS)})"
+            )
         if severity not in SEVERITIES:
             raise ClipfuseError(f"severity must be one of {SEVERITIES}, got {severity}")
         self.name = name

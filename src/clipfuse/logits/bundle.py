@@ -12,7 +12,7 @@ import torch
 from clipfuse.data.dataset import ImageDataset
 from clipfuse.errors import ProvenanceMismatchError, StoreError
 from clipfuse.logits.zeroshot import cached_classifier, text_classifier, zeroshot_logits
-from clipfuse.store import EntryKey, FeatureStore
+from clipfuse.store import FeatureStore
 
 
 @dataclass
@@ -42,21 +42,35 @@ class ViewBundle:
         rows_t = torch.as_tensor(np.asarray(rows), dtype=torch.long)
         rows_np = rows_t.numpy()
         return ViewBundle(
-            self.view, self.names, self.specs, self.fingerprints,
-            [f[rows_t] for f in self.features], self.logits[:, rows_t], self.labels[rows_t],
-            self.indices[rows_np], [self.sample_ids[r] for r in rows_np],
-            self.classnames, self.templates, self.logit_scales, self.classifiers, self.gflops,
+            self.view,
+            self.names,
+            self.specs,
+            self.fingerprints,
+            [f[rows_t] for f in self.features],
+            self.logits[:, rows_t],
+            self.labels[rows_t],
+            self.indices[rows_np],
+            [self.sample_ids[r] for r in rows_np],
+            self.classnames,
+            self.templates,
+            self.logit_scales,
+            self.classifiers,
+            self.gflops,
         )
 
 
 def view_info(store: FeatureStore, view: str) -> dict[str, Any]:
     info = store.get_array_set("view-info", view)
     if info is None:
-        raise StoreError(f"view {view!r} is not in store {store.root}; run `clipfuse extract` first")
+        raise StoreError(
+            f"view {view!r} is not in store {store.root}; run `clipfuse extract` first"
+        )
     return dict(info.metadata)
 
 
-def resolve_view(store: FeatureStore, dataset: ImageDataset, perturbation_key: str | None = None) -> str:
+def resolve_view(
+    store: FeatureStore, dataset: ImageDataset, perturbation_key: str | None = None
+) -> str:
     """The store view for this data: the exact selection if extracted, else the only extracted
     selection of the same source and split (so `zeroshot` needs no `--limit` after `extract --limit`)."""
     from clipfuse.extraction.engine import view_name
@@ -83,16 +97,18 @@ def resolve_view(store: FeatureStore, dataset: ImageDataset, perturbation_key: s
         raise StoreError(
             f"no features for {dataset.source} split {dataset.split!r} in store {store.root}; run `clipfuse extract` first"
         )
-    raise StoreError(f"several extractions of {dataset.split!r} in the store ({', '.join(candidates)}); pass --limit to choose")
+    raise StoreError(
+        f"several extractions of {dataset.split!r} in the store ({', '.join(candidates)}); pass --limit to choose"
+    )
 
 
-def _load_classifier(store, manifest, fingerprint, classnames, templates, backbone_cache):
+def _load_classifier(store, fingerprint, classnames, templates, backbone_cache):
     hit = cached_classifier(store, fingerprint, classnames, templates)
     if hit is not None:
         return hit
     from clipfuse.backbones import load_backbone
 
-    spec = manifest["provenance"]["backbone"]["spec"]
+    spec = _spec(store, fingerprint)
     backbone = backbone_cache.get(spec) or load_backbone(spec, with_gflops=False)
     backbone_cache[spec] = backbone
     if backbone.info.fingerprint != fingerprint:
@@ -120,13 +136,12 @@ def load_bundle(
     classnames = classnames or info["classnames"]
     templates = templates or info["templates"]
     keys = [k for k in store.entries() if k.view == view]
-    manifests = {k: store.manifest(k) for k in keys}
     if backbones:
         wanted = set(backbones)
-        keys = [k for k in keys if {k.backbone, manifests[k]["provenance"]["backbone"]["spec"]} & wanted]
+        keys = [k for k in keys if {k.backbone, _spec(store, k.backbone)} & wanted]
         if len(keys) < len(wanted):
             raise StoreError(f"not all of {sorted(wanted)} are extracted for view {view}")
-    keys = sorted(keys, key=lambda k: manifests[k]["provenance"]["backbone"]["spec"])
+    keys = sorted(keys, key=lambda k: _spec(store, k.backbone))
     if not keys:
         raise StoreError(f"no backbone features for view {view!r}; run `clipfuse extract` first")
     datas = [store.entry(k).read() for k in keys]
@@ -138,15 +153,17 @@ def load_bundle(
     for key, data in zip(keys, datas):
         rows = np.searchsorted(data.indices, common)
         f = torch.from_numpy(np.asarray(data.features[rows], dtype=np.float32))
-        weights, scale = _load_classifier(store, manifests[key], key.backbone, classnames, templates, cache)
+        weights, scale = _load_classifier(store, key.backbone, classnames, templates, cache)
         if weights.shape[1] != f.shape[1]:
-            raise StoreError(f"text classifier of {key.backbone} has dim {weights.shape[1]}, features {f.shape[1]}")
+            raise StoreError(
+                f"text classifier of {key.backbone} has dim {weights.shape[1]}, features {f.shape[1]}"
+            )
         feats.append(f)
         logits.append(zeroshot_logits(f, weights, scale))
         scales.append(scale)
         classifiers.append(weights)
     first_rows = np.searchsorted(datas[0].indices, common)
-    specs = [manifests[k]["provenance"]["backbone"]["spec"] for k in keys]
+    specs = [_spec(store, k.backbone) for k in keys]
     return ViewBundle(
         view=view,
         names=[_short_name(s) for s in specs],
@@ -164,6 +181,14 @@ def load_bundle(
         gflops=[_gflops(store, k.backbone) for k in keys],
         failures=list(datas[0].failures),
     )
+
+
+def _spec(store: FeatureStore, fingerprint: str) -> str:
+    """The spec a backbone was extracted with (recorded at extraction, not part of the key)."""
+    info = store.get_array_set("backbone-info", fingerprint)
+    if info is None:
+        raise StoreError(f"store has no backbone-info for {fingerprint}; re-run `clipfuse extract`")
+    return str(info.metadata["spec"])
 
 
 def _gflops(store: FeatureStore, fingerprint: str) -> float | None:

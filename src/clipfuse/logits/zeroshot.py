@@ -33,7 +33,10 @@ def cached_classifier(
 
 
 def text_classifier(
-    backbone: Backbone, classnames: list[str], templates: list[str], store: FeatureStore | None = None
+    backbone: Backbone,
+    classnames: list[str],
+    templates: list[str],
+    store: FeatureStore | None = None,
 ) -> torch.Tensor:
     """(C, D) float32 class embeddings; cached in the store's "text" namespace when given."""
     from open_clip import build_zero_shot_classifier

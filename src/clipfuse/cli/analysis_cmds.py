@@ -1,0 +1,216 @@
+"""analyze, robustness, report: why fusing helps, how backbones break, and the written report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from clipfuse.cli.common import (
+    add_data_args,
+    command,
+    existing_store,
+    open_data,
+    parsers,
+    print_table,
+)
+from clipfuse.errors import ClipfuseError
+
+
+@command("analyze")
+def cmd_analyze(args) -> int:
+    from clipfuse.analysis import analyze_complementarity, cka_matrix
+    from clipfuse.logits import load_bundle, resolve_view
+    from clipfuse.reports.results import save_analysis
+
+    store = existing_store(args.store)
+    sources = args.data
+    splits = args.split if len(args.split) == len(sources) else args.split * len(sources)
+    if len(splits) != len(sources):
+        raise ClipfuseError("give one --split, or one --split per --data")
+    summary = []
+    for source, split in zip(sources, splits):
+        args.data = source
+        dataset = open_data(args, split)
+        bundle = load_bundle(
+            store,
+            resolve_view(store, dataset),
+            backbones=args.backbone,
+            classnames=dataset.classnames,
+            templates=dataset.templates,
+        )
+        comp = analyze_complementarity(bundle.logits, bundle.labels, bundle.names)
+        cka = cka_matrix(bundle.features, bundle.names, method=args.cka)
+        gflops = {n: g for n, g in zip(bundle.names, bundle.gflops) if g is not None}
+        save_analysis(
+            args.out,
+            dataset.name,
+            comp,
+            cka=cka,
+            gflops=gflops or None,
+            info={"view": bundle.view, "split": split, "specs": bundle.specs, "source": source},
+        )
+        summary.append(
+            {
+                "dataset": dataset.name,
+                "n": comp.n_samples,
+                "best single": comp.best_backbone,
+                "best acc": 100 * comp.best_accuracy,
+                "oracle": 100 * comp.oracle_accuracy,
+                "oracle gap": 100 * comp.oracle_gap,
+                "disagreement": comp.mean_disagreement,
+                "mean JS": comp.mean_js_divergence,
+            }
+        )
+        if not args.json:
+            print(f"\n{dataset.name}/{split}: per-backbone top-1 (%)")
+            print_table(
+                [
+                    {"backbone": n, "top1": 100 * float(a), "alone correct": int(u)}
+                    for n, a, u in zip(comp.backbones, comp.accuracy, comp.unique_correct_count)
+                ],
+                ["backbone", "top1", "alone correct"],
+            )
+            print(f"linear CKA ({cka.method}):")
+            print_table(
+                [
+                    {"": n, **{m: float(v) for m, v in zip(cka.backbones, row)}}
+                    for n, row in zip(cka.backbones, cka.matrix)
+                ],
+                ["", *cka.backbones],
+            )
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print("\nsummary (best single is chosen on this split: descriptive, not a method)")
+        print_table(summary, list(summary[0]))
+        print(f"written: {args.out}/analysis.json  (then: clipfuse report {args.out})")
+    return 0
+
+
+@command("robustness")
+def cmd_robustness(args) -> int:
+    from clipfuse.backbones import load_backbone
+    from clipfuse.evaluation.holdout import parse_budgets
+    from clipfuse.evaluation.robustness import robustness_study
+    from clipfuse.extraction.perturbations import PERTURBATIONS, perturbation_grid
+    from clipfuse.logits import load_bundle, resolve_view
+    from clipfuse.reports.results import save_robustness
+
+    store = existing_store(args.store)
+    names = (
+        list(PERTURBATIONS)
+        if args.perturbations == "all"
+        else [p.strip() for p in args.perturbations.split(",")]
+    )
+    try:
+        severities = [int(s) for s in args.severities.split(",")]
+    except ValueError:
+        raise ClipfuseError(
+            f"--severities takes integers 1..5 like 1,3,5; got {args.severities!r}"
+        ) from None
+    grid = perturbation_grid(names, severities, seed=args.seed)
+    (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
+    if rest:
+        raise ClipfuseError("robustness takes one label budget")
+    args.limit = args.train_limit
+    train_data = open_data(args, args.train_split)
+    train = load_bundle(
+        store,
+        resolve_view(store, train_data),
+        backbones=args.backbone,
+        classnames=train_data.classnames,
+        templates=train_data.templates,
+    )
+    args.limit = args.test_limit
+    test_data = open_data(args, args.test_split)
+    backbones = [load_backbone(s, device=args.device) for s in train.specs]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    result = robustness_study(
+        store,
+        backbones,
+        train,
+        test_data,
+        grid,
+        methods,
+        shots=shots,
+        fraction=fraction,
+        seeds=list(range(args.seeds)),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.quiet,
+    )
+    save_robustness(args.out, result["records"])
+    Path(args.out, "robustness_protocol.json").write_text(json.dumps(result["protocol"], indent=1))
+    rows = [
+        {
+            "perturbation": f"{r['perturbation']}-{r['severity']}",
+            "model": r["method"],
+            "top1": 100 * r["accuracy"],
+            "drop": r["drop_points"],
+        }
+        for r in result["records"]
+    ]
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print_table(rows, ["perturbation", "model", "top1", "drop"])
+        print(f"written: {args.out}/robustness.json")
+    return 0
+
+
+@command("report")
+def cmd_report(args) -> int:
+    from clipfuse.reports.report import write_report
+
+    files = write_report(args.results_dir, title=args.title)
+    print(f"written: {files.markdown}\n         {files.html} ({len(files.figures)} figures)")
+    return 0
+
+
+@parsers
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="agreement, oracle, diversity and CKA of the backbones, from cached features",
+    )
+    p.add_argument(
+        "--data", action="append", required=True, help="source (repeat for several datasets)"
+    )
+    p.add_argument("--split", action="append", required=True, help="split (one, or one per --data)")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--classnames", default=None)
+    p.add_argument("--templates", default=None)
+    p.add_argument("--name", default=None)
+    p.add_argument("--store", required=True)
+    p.add_argument("--backbone", action="append", default=None)
+    p.add_argument("--cka", default="auto", choices=["auto", "exact", "minibatch"])
+    p.add_argument("--out", required=True, help="results directory (analysis.json)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("robustness", help="accuracy of backbones and ensembles under perturbations")
+    add_data_args(p, split=False)
+    p.add_argument("--store", required=True)
+    p.add_argument("--backbone", action="append", default=None)
+    p.add_argument("--train-split", required=True)
+    p.add_argument("--test-split", required=True)
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--perturbations", default="all", help="comma list or 'all'")
+    p.add_argument("--severities", default="1,3,5")
+    p.add_argument("--methods", default="mean_logits,super_learner,nlc")
+    p.add_argument("--shots", default="1")
+    p.add_argument("--fraction", default=None)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0, help="perturbation seed")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser(
+        "report", help="Markdown + self-contained HTML report of a results directory"
+    )
+    p.add_argument("results_dir")
+    p.add_argument("--title", default="clipfuse report")
