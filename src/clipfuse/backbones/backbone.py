@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -20,8 +21,8 @@ import torch.nn.functional as F
 
 from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, parse_backbone_spec
 from clipfuse.backbones.weights import resolve_hub_dir, resolve_tag_checkpoint
-from clipfuse.hashing import file_sha256
 from clipfuse.errors import BackboneError
+from clipfuse.hashing import file_sha256
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -65,7 +66,9 @@ class Backbone:
     logits drop it because a per-row constant changes neither softmax nor argmax.
     """
 
-    def __init__(self, spec: BackboneSpec, model: torch.nn.Module, preprocess, tokenizer, info: BackboneInfo):
+    def __init__(
+        self, spec: BackboneSpec, model: torch.nn.Module, preprocess, tokenizer, info: BackboneInfo
+    ):
         self.spec = spec
         self.model = model
         self.preprocess = preprocess
@@ -75,7 +78,9 @@ class Backbone:
         self.precision = "fp32"
 
     def __repr__(self) -> str:
-        return f"Backbone({self.info.name!r}, dim={self.info.embed_dim}, size={self.info.image_size})"
+        return (
+            f"Backbone({self.info.name!r}, dim={self.info.embed_dim}, size={self.info.image_size})"
+        )
 
     def to(self, device: str | torch.device = "cpu", precision: str = "fp32") -> Backbone:
         if precision not in PRECISIONS:
@@ -129,23 +134,34 @@ def _random_model(spec: BackboneSpec):
     model_cfg = raw.get("model_cfg", raw)
     preprocess_cfg = raw.get("preprocess_cfg", {})
     if not all(k in model_cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
-        raise BackboneError(f"{spec.location!r} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)")
+        raise BackboneError(
+            f"{spec.location!r} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)"
+        )
     digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()
     name = f"clipfuse-random-{digest[:16]}"
     tmp = Path(tempfile.gettempdir()) / "clipfuse-configs"
     tmp.mkdir(exist_ok=True)
     path = tmp / f"{name}.json"
-    path.write_text(json.dumps(model_cfg))
+    scratch = tmp / f".{name}.{os.getpid()}.tmp"  # atomic: concurrent runs may read it meanwhile
+    scratch.write_text(json.dumps(model_cfg))
+    os.replace(scratch, path)
     open_clip.add_model_config(path)
     with torch.random.fork_rng():
         torch.manual_seed(int(digest[:8], 16))
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, **_pp_kwargs(preprocess_cfg))
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=None, **_pp_kwargs(preprocess_cfg)
+        )
     tokenizer = open_clip.get_tokenizer(name)
     return model, preprocess, tokenizer, model_cfg, f"random:{digest}"
 
 
 def _pp_kwargs(preprocess_cfg: dict[str, Any]) -> dict[str, Any]:
-    keys = {"mean": "image_mean", "std": "image_std", "interpolation": "image_interpolation", "resize_mode": "image_resize_mode"}
+    keys = {
+        "mean": "image_mean",
+        "std": "image_std",
+        "interpolation": "image_interpolation",
+        "resize_mode": "image_resize_mode",
+    }
     return {keys[k]: v for k, v in preprocess_cfg.items() if k in keys}
 
 
@@ -159,8 +175,8 @@ def _create(spec: BackboneSpec):
     if spec.kind in ("local-dir", "zoo"):
         directory = spec.location if spec.kind == "local-dir" else str(ZOO_DIR / spec.location)
         name = f"local-dir:{directory}"
-        model_cfg = json.loads(Path(directory, "open_clip_config.json").read_text())["model_cfg"]
-        weights = _first_weights_file(Path(directory))
+        model_cfg = _folder_model_cfg(Path(directory, "open_clip_config.json"))
+        weights = _checkpoint_in_dir(Path(directory))
         if weights is None:
             raise BackboneError(f"no weights file (*.safetensors, *.bin, *.pth) in {directory!r}")
         model, _, preprocess = open_clip.create_model_and_transforms(name)
@@ -169,13 +185,19 @@ def _create(spec: BackboneSpec):
         config_path, weights = resolve_hub_dir(spec.location)
         directory = str(Path(config_path).parent)
         name = f"local-dir:{directory}"
-        model_cfg = json.loads(Path(config_path).read_text())["model_cfg"]
+        model_cfg = _folder_model_cfg(Path(config_path))
         model, _, preprocess = open_clip.create_model_and_transforms(name)
         return model, preprocess, open_clip.get_tokenizer(name), model_cfg, file_sha256(weights)
     # built-in architecture with a tag or a file
     if spec.arch not in open_clip.list_models():
-        raise BackboneError(f"unknown open_clip architecture {spec.arch!r} (see `clipfuse backbones`)")
-    weights = spec.location if spec.kind == "local-file" else resolve_tag_checkpoint(spec.arch, spec.location)
+        raise BackboneError(
+            f"unknown open_clip architecture {spec.arch!r} (see `clipfuse backbones`)"
+        )
+    weights = (
+        spec.location
+        if spec.kind == "local-file"
+        else resolve_tag_checkpoint(spec.arch, spec.location)
+    )
     pretrained = spec.location if spec.kind == "pretrained-tag" else weights
     if spec.kind == "local-file":
         warnings.warn(
@@ -184,18 +206,40 @@ def _create(spec: BackboneSpec):
             stacklevel=3,
         )
     model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=pretrained)
-    return model, preprocess, open_clip.get_tokenizer(spec.arch), get_model_config(spec.arch), file_sha256(weights)
+    return (
+        model,
+        preprocess,
+        open_clip.get_tokenizer(spec.arch),
+        get_model_config(spec.arch),
+        file_sha256(weights),
+    )
 
 
-def _first_weights_file(directory: Path) -> Path | None:
-    for pattern in ("*.safetensors", "*.bin", "*.pth", "*.pt"):
-        hits = sorted(directory.glob(pattern))
-        if hits:
-            return hits[0]
-    return None
+def _folder_model_cfg(config_path: Path) -> dict[str, Any]:
+    """`model_cfg` of a folder's open_clip_config.json, or a one-line error saying what is wrong."""
+    try:
+        raw = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise BackboneError(f"{str(config_path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model_cfg"), dict):
+        raise BackboneError(
+            f'{str(config_path)!r} has no "model_cfg" (an open_clip_config.json holds model_cfg and preprocess_cfg)'
+        )
+    return raw["model_cfg"]
 
 
-def load_backbone(spec: str | BackboneSpec, device: str = "cpu", precision: str = "fp32", with_gflops: bool = True) -> Backbone:
+def _checkpoint_in_dir(directory: Path) -> str | None:
+    """The weights file open_clip itself will load from a local-dir folder (its own rule), so the
+    hash we record is that of the weights actually loaded; a folder with no file it accepts
+    (e.g. only a .pt) would otherwise be loaded with random weights."""
+    from open_clip.factory import _find_checkpoint_in_dir
+
+    return _find_checkpoint_in_dir(directory)
+
+
+def load_backbone(
+    spec: str | BackboneSpec, device: str = "cpu", precision: str = "fp32", with_gflops: bool = True
+) -> Backbone:
     """Build a ready-to-use `Backbone` from any spec string (see `clipfuse.backbones.spec`)."""
     parsed = parse_backbone_spec(spec) if isinstance(spec, str) else spec
     logging.disable(logging.WARNING)  # open_clip logs "randomly initialised" etc. at WARNING
@@ -203,7 +247,8 @@ def load_backbone(spec: str | BackboneSpec, device: str = "cpu", precision: str 
         model, preprocess, tokenizer, model_cfg, weights_id = _create(parsed)
     except BackboneError:
         raise
-    except (RuntimeError, FileNotFoundError, ValueError, KeyError, OSError) as exc:
+    except (RuntimeError, FileNotFoundError, ValueError, KeyError, TypeError, OSError) as exc:
+        # TypeError: a config value of the wrong type (e.g. "layers": "abc") inside open_clip
         first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise BackboneError(f"could not load backbone {parsed.raw!r}: {first}") from None
     finally:
@@ -216,7 +261,7 @@ def load_backbone(spec: str | BackboneSpec, device: str = "cpu", precision: str 
     scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
     bias = getattr(model, "logit_bias", None)
     info = BackboneInfo(
-        spec=parsed.raw,
+        spec=parsed.canonical,
         name=parsed.name,
         family=_model_family(model_cfg),
         embed_dim=int(model_cfg["embed_dim"]),

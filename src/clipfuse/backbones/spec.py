@@ -41,6 +41,19 @@ class BackboneSpec:
             return f"zoo:{self.location}"
         return f"{self.kind}:{self.location}"
 
+    @property
+    def canonical(self) -> str:
+        """The spec with absolute paths: what a store records, so that the same model named from
+        another working directory (or as ./x vs x) matches, and the store can reload it from anywhere."""
+        if self.kind in ("pretrained-tag", "hf-hub", "zoo"):
+            return self.raw
+        path = str(Path(self.location).resolve())
+        if self.kind == "local-file":
+            return f"{self.arch}:{path}"
+        if self.kind == "random":
+            return f"{path}:random"
+        return f"local-dir:{path}"
+
 
 def parse_backbone_spec(spec: str) -> BackboneSpec:
     """Parse a spec string; raise BackboneError with one line on anything malformed."""
@@ -77,11 +90,16 @@ def parse_backbone_spec(spec: str) -> BackboneSpec:
     arch = arch.replace("/", "-")
     if not arch or not location:
         raise BackboneError(f"malformed backbone spec {spec!r}: expected ARCH:PRETRAINED")
-    looks_like_path = os.sep in location or location.startswith(".") or Path(location).suffix in (
-        ".pt",
-        ".pth",
-        ".bin",
-        ".safetensors",
+    looks_like_path = (
+        os.sep in location
+        or location.startswith(".")
+        or Path(location).suffix
+        in (
+            ".pt",
+            ".pth",
+            ".bin",
+            ".safetensors",
+        )
     )
     if looks_like_path:
         path = os.path.expanduser(location)

@@ -17,7 +17,9 @@ from clipfuse.hashing import file_sha256  # noqa: F401  (re-exported for loaders
 
 def offline() -> bool:
     """Downloads are refused when either clipfuse's or Hugging Face's offline switch is set."""
-    return any(os.environ.get(v, "") not in ("", "0") for v in ("CLIPFUSE_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(v, "") not in ("", "0") for v in ("CLIPFUSE_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def _cached_hub_file(repo_id: str, filenames: list[str]) -> str | None:
@@ -48,12 +50,18 @@ def resolve_tag_checkpoint(arch: str, tag: str) -> str:
     where = hub or url
     cached = None
     if hub:
-        repo_id, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
-        names = [filename] if filename else [
-            "open_clip_model.safetensors",
-            "open_clip_pytorch_model.safetensors",
-            "open_clip_pytorch_model.bin",
-        ]
+        repo_id, filename = (
+            os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
+        )
+        names = (
+            [filename]
+            if filename
+            else [
+                "open_clip_model.safetensors",
+                "open_clip_pytorch_model.safetensors",
+                "open_clip_pytorch_model.bin",
+            ]
+        )
         cached = _cached_hub_file(repo_id, names)
     if cached is None and url:
         candidate = Path("~/.cache/clip").expanduser() / os.path.basename(url)
@@ -72,7 +80,11 @@ def resolve_hub_dir(repo_id: str) -> tuple[str, str]:
     config = _cached_hub_file(repo_id, ["open_clip_config.json"])
     weights = _cached_hub_file(
         repo_id,
-        ["open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin"],
+        [
+            "open_clip_model.safetensors",
+            "open_clip_pytorch_model.safetensors",
+            "open_clip_pytorch_model.bin",
+        ],
     )
     if config and weights:
         return config, weights
@@ -80,9 +92,13 @@ def resolve_hub_dir(repo_id: str) -> tuple[str, str]:
     def fetch() -> tuple[str, str]:
         from huggingface_hub import hf_hub_download
 
-        return hf_hub_download(repo_id, "open_clip_config.json"), download_pretrained_from_hf(repo_id)
+        return hf_hub_download(repo_id, "open_clip_config.json"), download_pretrained_from_hf(
+            repo_id
+        )
 
-    return _download_or_fail(f"hf-hub:{repo_id}", f"huggingface.co/{repo_id}", fetch, "local-dir:DIR")
+    return _download_or_fail(
+        f"hf-hub:{repo_id}", f"huggingface.co/{repo_id}", fetch, "local-dir:DIR"
+    )
 
 
 def _download_or_fail(what: str, where: str, fetch, alternative: str):
@@ -91,10 +107,14 @@ def _download_or_fail(what: str, where: str, fetch, alternative: str):
         "pointing at a local copy"
     )
     if offline():
-        raise BackboneError(f"weights for {what} are not cached locally and downloads are off (offline); {hint}")
+        raise BackboneError(
+            f"weights for {what} are not cached locally and downloads are off (offline); {hint}"
+        )
     print(f"clipfuse: downloading weights for {what} from {where} ...", file=sys.stderr)
     try:
         return fetch()
     except Exception as exc:  # network libraries raise many types; all mean the same here
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise BackboneError(f"weights for {what} are not cached and could not be downloaded ({reason}); {hint}") from None
+        raise BackboneError(
+            f"weights for {what} are not cached and could not be downloaded ({reason}); {hint}"
+        ) from None

@@ -16,16 +16,41 @@ from clipfuse.errors import DataError
 _TEMPLATES_FILE = Path(__file__).with_name("templates.json")
 
 CLASSNAMES: dict[str, list[str]] = {
-    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+    "cifar10": [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ],
     "mnist": [str(d) for d in range(10)],
     "fashion-mnist": [
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ],
 }
 
 # substrings of a source path that identify a known dataset (checked in order)
-_NAME_HINTS = [("fashion", "fashion-mnist"), ("mnist", "mnist"), ("cifar100", "cifar100"), ("cifar10", "cifar10"),
-               ("imagenet", "imagenet1k")]
+_NAME_HINTS = [
+    ("fashion", "fashion-mnist"),
+    ("mnist", "mnist"),
+    ("cifar100", "cifar100"),
+    ("cifar10", "cifar10"),
+    ("imagenet", "imagenet1k"),
+]
 
 
 @lru_cache(maxsize=1)

@@ -30,7 +30,9 @@ def plain_tar(path: Path) -> Path:
     if not str(path).endswith((".tar.gz", ".tgz")):
         return path
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[
+        :16
+    ]
     target = CACHE_DIR / "untar" / f"{path.name.split('.')[0]}-{key}.tar"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,5 +120,7 @@ def read_idx(path: Path) -> np.ndarray:
     start = 4 + 4 * ndim
     expected = int(np.prod(dims))
     if len(data) - start != expected:
-        raise DataError(f"IDX file {str(path)!r} is truncated ({len(data) - start} of {expected} bytes)")
+        raise DataError(
+            f"IDX file {str(path)!r} is truncated ({len(data) - start} of {expected} bytes)"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(dims)

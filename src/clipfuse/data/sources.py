@@ -1,12 +1,12 @@
 """Source strings -> `ImageDataset`. One parser for every command.
 
-  imagefolder:PATH   a folder or .tar/.tar.gz (or a folder of such archives) laid out as
-                     split/class/image, class/image (split "all"), or flat <class>_<name>.ext
-                     files (split "all"; the ImageNet sample's layout)
-  idx:DIR            MNIST-format IDX files: train-*/t10k-* images and labels (splits train, test)
-  csv:FILE           rows of path,label[,split] (paths relative to the file; label = index or name)
-  wds:DIR            WebDataset shards, CLIP_benchmark layout: DIR/SPLIT/*.tar with key.jpg/.png
-                     and key.cls, classnames.txt and zeroshot_classification_templates.txt in DIR
+imagefolder:PATH   a folder or .tar/.tar.gz (or a folder of such archives) laid out as
+                   split/class/image, class/image (split "all"), or flat <class>_<name>.ext
+                   files (split "all"; the ImageNet sample's layout)
+idx:DIR            MNIST-format IDX files: train-*/t10k-* images and labels (splits train, test)
+csv:FILE           rows of path,label[,split] (paths relative to the file; label = index or name)
+wds:DIR            WebDataset shards, CLIP_benchmark layout: DIR/SPLIT/*.tar with key.jpg/.png
+                   and key.cls, classnames.txt and zeroshot_classification_templates.txt in DIR
 """
 
 from __future__ import annotations
@@ -25,7 +25,15 @@ from clipfuse.data.catalog import (
     templates_for,
 )
 from clipfuse.data.dataset import ImageDataset
-from clipfuse.data.readers import IMAGE_EXTS, ArrayReader, FileReader, TarReader, index_tar, plain_tar, read_idx
+from clipfuse.data.readers import (
+    IMAGE_EXTS,
+    ArrayReader,
+    FileReader,
+    TarReader,
+    index_tar,
+    plain_tar,
+    read_idx,
+)
 from clipfuse.errors import DataError
 from clipfuse.hashing import file_sha256, value_hash
 
@@ -40,7 +48,9 @@ def _is_archive(path: Path) -> bool:
 def parse_source(source: str) -> tuple[str, Path]:
     kind, sep, rest = source.partition(":")
     if not sep or kind not in KINDS or not rest:
-        raise DataError(f"malformed data source {source!r}: expected one of {', '.join(k + ':PATH' for k in KINDS)}")
+        raise DataError(
+            f"malformed data source {source!r}: expected one of {', '.join(k + ':PATH' for k in KINDS)}"
+        )
     path = Path(rest).expanduser()
     if not path.exists():
         raise DataError(f"data source not found: {rest!r}")
@@ -67,7 +77,9 @@ def open_dataset(
     kind, path = parse_source(source)
     builder = {"imagefolder": _imagefolder, "idx": _idx, "csv": _csv, "wds": _wds}[kind]
     name = name or guess_name(str(path.resolve())) or path.name.split(".")[0]
-    items = builder(path, split)  # (sample_ids, labels or label names, reader, found classes, fingerprint)
+    items = builder(
+        path, split
+    )  # (sample_ids, labels or label names, reader, found classes, fingerprint)
     sample_ids, raw_labels, reader, found_classes, fingerprint = items
     if not sample_ids:
         raise DataError(f"no images for split {split!r} in {source!r}")
@@ -153,7 +165,13 @@ def _split_members(members: list[str], split: str, source: Path):
 
 
 def _imagefolder(path: Path, split: str):
-    archives = [path] if _is_archive(path) else sorted(p for p in path.iterdir() if _is_archive(p)) if path.is_dir() else []
+    archives = (
+        [path]
+        if _is_archive(path)
+        else sorted(p for p in path.iterdir() if _is_archive(p))
+        if path.is_dir()
+        else []
+    )
     if not path.is_dir() and not archives:
         raise DataError(f"imagefolder source must be a folder or a .tar/.tar.gz: {str(path)!r}")
     if archives:
@@ -182,13 +200,17 @@ def _idx(path: Path, split: str):
     def find(kind: str) -> Path:
         hits = sorted(path.glob(f"{prefix}-{kind}-idx*-ubyte*"))
         if not hits:
-            raise DataError(f"no {prefix}-{kind}-idx*-ubyte[.gz] file in {str(path)!r} (split {split!r})")
+            raise DataError(
+                f"no {prefix}-{kind}-idx*-ubyte[.gz] file in {str(path)!r} (split {split!r})"
+            )
         return hits[0]
 
     images_file, labels_file = find("images"), find("labels")
     images, labels = read_idx(images_file), read_idx(labels_file)
     if len(images) != len(labels):
-        raise DataError(f"{images_file.name} has {len(images)} images but {labels_file.name} {len(labels)} labels")
+        raise DataError(
+            f"{images_file.name} has {len(images)} images but {labels_file.name} {len(labels)} labels"
+        )
     ids = [f"{split}/{i:05d}" for i in range(len(images))]
     fingerprint = value_hash([file_sha256(images_file), file_sha256(labels_file)])
     return ids, labels.astype(np.int64), ArrayReader(images), None, fingerprint
@@ -212,7 +234,9 @@ def _csv(path: Path, split: str):
     numeric = all(v.lstrip("-").isdigit() for v in raw)
     found = None if numeric else sorted(set(raw))
     labels = [int(v) for v in raw] if numeric else raw
-    fingerprint = value_hash([file_sha256(path)] + [(p, Path(p).stat().st_size) for p in paths if Path(p).exists()])
+    fingerprint = value_hash(
+        [file_sha256(path)] + [(p, Path(p).stat().st_size) for p in paths if Path(p).exists()]
+    )
     return [r[0] for r in chosen], labels, FileReader(paths), found, fingerprint
 
 
@@ -225,13 +249,28 @@ def _wds(path: Path, split: str):
         for member, (offset, size) in index_tar(shard).items():
             key, _, ext = member.partition(".")
             by_key[f"{s}/{key}"][ext.lower()] = (s, offset, size)
-    keys = sorted(k for k, exts in by_key.items() if "cls" in exts and ({"jpg", "jpeg", "png", "webp"} & set(exts)))
+    keys = sorted(
+        k
+        for k, exts in by_key.items()
+        if "cls" in exts and ({"jpg", "jpeg", "png", "webp"} & set(exts))
+    )
     image_ext = [next(e for e in ("jpg", "jpeg", "png", "webp") if e in by_key[k]) for k in keys]
     label_reader = TarReader([str(s) for s in shards], [by_key[k]["cls"] for k in keys])
-    labels = [int(label_reader.read(i).decode().strip()) for i in range(len(keys))]
+    labels = [_wds_label(label_reader.read(i), keys[i], shards) for i in range(len(keys))]
     reader = TarReader([str(s) for s in shards], [by_key[k][e] for k, e in zip(keys, image_ext)])
     fingerprint = value_hash([file_sha256(s) for s in shards])
     return keys, labels, reader, None, fingerprint
+
+
+def _wds_label(payload: bytes, key: str, shards: list[Path]) -> int:
+    """A `.cls` member: one integer class index (multi-label `.npy` sets are not classification)."""
+    try:
+        return int(payload.decode().strip())
+    except (UnicodeDecodeError, ValueError):
+        shard, name = key.split("/", 1)
+        raise DataError(
+            f"{name}.cls in {str(shards[int(shard)])!r} is not an integer class index: {payload[:40]!r}"
+        ) from None
 
 
 def files_dataset(paths: list[str], classnames: list[str] | None = None) -> ImageDataset:
@@ -248,7 +287,14 @@ def files_dataset(paths: list[str], classnames: list[str] | None = None) -> Imag
     if not files:
         raise DataError(f"no image files in {', '.join(paths)}")
     return ImageDataset(
-        name="files", split="all", source="files", source_fingerprint=value_hash(files),
-        classnames=list(classnames or []), templates=[], labels=np.full(len(files), -1, dtype=np.int64),
-        sample_ids=files, reader=FileReader(files), positions=np.arange(len(files), dtype=np.int64),
+        name="files",
+        split="all",
+        source="files",
+        source_fingerprint=value_hash(files),
+        classnames=list(classnames or []),
+        templates=[],
+        labels=np.full(len(files), -1, dtype=np.int64),
+        sample_ids=files,
+        reader=FileReader(files),
+        positions=np.arange(len(files), dtype=np.int64),
     )

@@ -57,12 +57,15 @@ def view_name(dataset: ImageDataset, perturbation_key: str | None = None) -> str
 def entry_provenance(
     backbone: Backbone, dataset: ImageDataset, perturbation_key: str | None
 ) -> dict[str, Any]:
-    """What the features depend on; an existing entry must match this exactly. Paths are made
-    absolute, so reruns from another directory match and `load_bundle` can reload the model."""
+    """What the features depend on; an existing entry must match this exactly.
+
+    Spec and source strings are left out on purpose: the same weights or data reached by another
+    path are the same content (their hashes say so). Their absolute forms are recorded in the
+    store's backbone-info and view-info records, so later steps can reload the model.
+    """
     info = backbone.info
     return {
         "backbone": {
-            "spec": backbone.spec.canonical,
             "fingerprint": info.fingerprint,
             "weights_sha256": info.weights_sha256,
             "preprocess": info.preprocess,
@@ -70,7 +73,6 @@ def entry_provenance(
         },
         "dataset": {
             "name": dataset.name,
-            "source": canonical_source(dataset.source),
             "source_fingerprint": dataset.source_fingerprint,
             "split": dataset.split,
             "fingerprint": dataset.fingerprint,
@@ -252,5 +254,10 @@ def _write_view_info(
             "view-info",
             view,
             {"labels": dataset.labels.astype(np.int64)},
-            {**dataset.describe(), "perturbation": perturbation_key, "view": view},
+            {
+                **dataset.describe(),
+                "source": canonical_source(dataset.source),
+                "perturbation": perturbation_key,
+                "view": view,
+            },
         )

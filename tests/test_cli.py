@@ -1,0 +1,195 @@
+"""The CLI: bad input is exit code 2 with one `clipfuse: error:` line; listings parse; the issue's
+"done when" (extract two tiny backbones over 200 CIFAR-10 images, zeroshot, rerun is a no-op)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from conftest import CIFAR10_TEST, RN_TINY, TINY_SPECS, VIT_TINY, cli_command, cli_env
+
+from clipfuse.cli import main
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, needle: str) -> None:
+    assert code == 2
+    assert err.startswith("clipfuse: error:") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert needle in err, err
+
+
+@pytest.fixture
+def no_cached_weights(tmp_path, monkeypatch):
+    """No Hugging Face or OpenAI weights cached on this 'machine' (downloads are off in tests)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, image_folder, no_cached_weights):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "three.txt").write_text("cat\ndog\nbird\n")
+    data = ["--data", f"imagefolder:{image_folder}", "--split", "all"]
+    store = ["--store", str(tmp_path / "store")]
+    tiny = ["--backbone", RN_TINY]
+    return {
+        "unknown backbone": (
+            ["extract", "--backbone", "NotAnArch:openai", *data, *store],
+            "unknown open_clip architecture",
+        ),
+        "missing weights file": (
+            ["extract", "--backbone", f"RN50:{tmp_path / 'missing.pt'}", *data, *store],
+            "weights file not found",
+        ),
+        "offline weights": (["extract", "--backbone", "RN50:openai", *data, *store], "not cached"),
+        "missing data": (
+            [
+                "extract",
+                *tiny,
+                "--data",
+                f"imagefolder:{tmp_path / 'nope'}",
+                "--split",
+                "all",
+                *store,
+            ],
+            "not found",
+        ),
+        "malformed source": (
+            ["extract", *tiny, "--data", "cifar10", "--split", "all", *store],
+            "malformed data source",
+        ),
+        "empty dataset": (
+            [
+                "extract",
+                *tiny,
+                "--data",
+                f"imagefolder:{tmp_path / 'empty'}",
+                "--split",
+                "all",
+                *store,
+            ],
+            "no images",
+        ),
+        "class-count mismatch": (
+            ["extract", *tiny, *data, "--classnames", str(tmp_path / "three.txt"), *store],
+            "class-count mismatch",
+        ),
+        "missing templates file": (
+            ["extract", *tiny, *data, "--templates", str(tmp_path / "nope.txt"), *store],
+            "templates file not found",
+        ),
+        "zeroshot without a store": (
+            ["zeroshot", *data, "--store", str(tmp_path / "no-store")],
+            "no feature store",
+        ),
+    }
+
+
+CASES = [
+    "unknown backbone",
+    "missing weights file",
+    "offline weights",
+    "missing data",
+    "malformed source",
+    "empty dataset",
+    "class-count mismatch",
+    "missing templates file",
+    "zeroshot without a store",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_error_line_and_exit_2(bad_inputs, case, capsys, tmp_path):
+    args, needle = bad_inputs[case]
+    start = time.perf_counter()
+    code, _, err = run_cli(capsys, *args)
+    assert_one_line_error(code, err, needle)
+    assert time.perf_counter() - start < 10
+    assert not (tmp_path / "store" / "views").exists()  # nothing half-made
+
+
+def test_bad_input_in_a_real_process(tmp_path, image_folder):
+    """`python -m clipfuse.cli` too: exit 2, one line, no traceback (weights missing offline)."""
+    args = [
+        "extract",
+        "--backbone",
+        "RN50:openai",
+        "--data",
+        f"imagefolder:{image_folder}",
+        "--split",
+        "all",
+    ]
+    env = {**cli_env(), "HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hf")}
+    done = subprocess.run(
+        cli_command(*args, "--store", str(tmp_path / "s")),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("clipfuse: error:") and done.stderr.count("\n") == 1, done.stderr
+    assert "RN50:openai" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_backbones_listing_json(capsys):
+    code, out, _ = run_cli(capsys, "backbones", "RN50*", "--json")
+    assert code == 0
+    entries = json.loads(out)
+    assert entries and all(e["spec"].lower().startswith("rn50") for e in entries)
+    assert {"spec", "family", "embed_dim", "image_size"} <= set(entries[0])
+    assert any(e["spec"] == "RN50:openai" for e in entries)
+    code, out, _ = run_cli(capsys, "backbones", "zoo:*", "--json")
+    assert code == 0 and all(e["spec"].startswith("zoo:") for e in json.loads(out))
+
+
+def test_done_when_extract_zeroshot_and_noop_rerun(cifar200_f16_store, capsys):
+    """Issue 2's "done when": per-backbone zero-shot accuracies from the extracted store, and the
+    same extract again finds nothing to do (its wall time is printed, not asserted)."""
+    data = ["--data", f"imagefolder:{CIFAR10_TEST}", "--split", "test"]
+    code, out, err = run_cli(
+        capsys, "zeroshot", *data, "--store", str(cifar200_f16_store), "--json"
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["dataset"] == "cifar10" and report["split"] == "test"
+    rows = {row["spec"]: row for row in report["results"]}
+    assert sorted(rows) == sorted(TINY_SPECS)
+    for row in rows.values():
+        assert row["n"] == 200
+        assert 0.0 <= row["top1"] <= row["top5"] <= 1.0
+        assert abs(row["top1"] * 200 - round(row["top1"] * 200)) < 1e-4  # a count of 200 samples
+        assert 0.0 <= row["mean_per_class_recall"] <= 1.0
+
+    views = cifar200_f16_store / "views"
+    files = {p: p.stat().st_mtime_ns for p in views.rglob("*") if p.is_file()}
+    start = time.perf_counter()
+    code, out, err = run_cli(
+        capsys, "extract", "--backbone", RN_TINY, "--backbone", VIT_TINY, *data, "--limit", "200",
+        "--store", str(cifar200_f16_store), "--quiet",
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    assert code == 0, err
+    assert "nothing to do" in out
+    assert {p: p.stat().st_mtime_ns for p in views.rglob("*") if p.is_file()} == files
+    top1 = ", ".join(f"{row['backbone']} {row['top1']:.3f}" for row in rows.values())
+    print(f"\nzero-shot top-1 on 200 CIFAR-10 test images: {top1}")
+    print(f"repeated extract (no-op, in-process, models loaded again): {seconds:.2f}s")
+
+
+def test_datasets_listing(capsys):
+    code, out, _ = run_cli(capsys, "datasets", "cifar*")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()]
+    assert "cifar10" in names and all(n.startswith("cifar") for n in names)
