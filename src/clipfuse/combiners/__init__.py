@@ -1,0 +1,44 @@
+"""Combiners: estimators that fuse per-backbone logits (static, Super Learner, MoE, NLC).
+
+>>> from clipfuse.combiners import make_combiner
+>>> nlc = make_combiner("nlc").fit(features, logits, y)      # hold-out, never test
+>>> nlc.predict(features_test, logits_test)
+"""
+
+from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.calibration import CalibratedMean
+from clipfuse.combiners.chunked import ChunkedScore, evaluate_chunks, iter_chunks, predict_chunks
+from clipfuse.combiners.moe import MixtureOfExperts
+from clipfuse.combiners.nlc import NLC
+from clipfuse.combiners.oracle import oracle_accuracy, oracle_correct
+from clipfuse.combiners.registry import (
+    combiner_class,
+    combiner_from_state,
+    list_combiners,
+    make_combiner,
+)
+from clipfuse.combiners.static import BestSingle, MajorityVote, MaxConfidence, MeanLogits, MeanProba
+from clipfuse.combiners.super_learner import SuperLearner
+
+__all__ = [
+    "NLC",
+    "BestSingle",
+    "CalibratedMean",
+    "ChunkedScore",
+    "Combiner",
+    "MajorityVote",
+    "MaxConfidence",
+    "MeanLogits",
+    "MeanProba",
+    "MixtureOfExperts",
+    "SuperLearner",
+    "combiner_class",
+    "combiner_from_state",
+    "evaluate_chunks",
+    "iter_chunks",
+    "list_combiners",
+    "make_combiner",
+    "oracle_accuracy",
+    "oracle_correct",
+    "predict_chunks",
+]
