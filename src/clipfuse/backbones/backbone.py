@@ -198,14 +198,22 @@ def _create(spec: BackboneSpec):
         if spec.kind == "local-file"
         else resolve_tag_checkpoint(spec.arch, spec.location)
     )
-    pretrained = spec.location if spec.kind == "pretrained-tag" else weights
-    if spec.kind == "local-file":
+    extra: dict[str, Any] = {}
+    if spec.kind == "pretrained-tag":
+        # Load the resolved local file, never the tag: open_clip would look the tag up on the hub
+        # again. The tag's preprocessing and QuickGELU setting are applied as the tag path would.
+        from open_clip.pretrained import get_pretrained_cfg
+
+        tag_cfg = get_pretrained_cfg(spec.arch, spec.location) or {}
+        extra = _pp_kwargs({k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg})
+        extra["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
+    else:
         warnings.warn(
             f"{spec.raw}: a bare weights file carries no preprocessing; using {spec.arch}'s default "
             "(recorded in the backbone fingerprint)",
             stacklevel=3,
         )
-    model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=pretrained)
+    model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=weights, **extra)
     return (
         model,
         preprocess,
