@@ -214,3 +214,41 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("results_dir")
     p.add_argument("--title", default="clipfuse report")
+
+
+@command("demo")
+def cmd_demo(args) -> int:
+    from clipfuse.demo import run_demo
+
+    run_demo(args.out, seeds=args.seeds, progress=not args.quiet)
+    return 0
+
+
+@parsers
+def add_demo_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="the whole method offline on the zoo backbones and the shipped data"
+    )
+    p.add_argument(
+        "--out", default="clipfuse-demo", help="output folder (its store/ is reused by reruns)"
+    )
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--quiet", action="store_true")
+
+
+@command("zoo")
+def cmd_zoo(args) -> int:
+    from clipfuse.zoo.train import main as zoo_train_main
+
+    return zoo_train_main(args.rest)
+
+
+@parsers
+def add_zoo_parser(sub) -> None:
+    import argparse
+
+    p = sub.add_parser(
+        "zoo", help="train the zoo of small CLIP backbones (`clipfuse zoo train --help`)"
+    )
+    p.add_argument("action", choices=["train"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the training recipe")

@@ -47,18 +47,38 @@ def _method_params(args) -> dict:
     return params
 
 
+def _command_line(args) -> list[str]:
+    """An equivalent `clipfuse ...` line rebuilt from the parsed options, so the results record
+    what ran even when `main([...])` is called in-process (sys.argv is then the host's)."""
+    line = ["clipfuse", args.command]
+    for key, value in vars(args).items():
+        if key == "command" or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            line.append(flag)
+        else:
+            for item in value if isinstance(value, list) else [value]:
+                line += [flag, str(item)]
+    return line
+
+
 @command("evaluate")
 def cmd_evaluate(args) -> int:
     from clipfuse.evaluation.holdout import parse_budgets
     from clipfuse.evaluation.outputs import write_results
     from clipfuse.evaluation.runner import evaluate_methods
 
+    command_line = _command_line(args)  # before _bundle rewrites args.limit
     store = existing_store(args.store)
     budgets = parse_budgets(args.shots, args.fraction)
     if args.seeds < 1:
         raise ClipfuseError("--seeds must be at least 1")
-    dataset, train = _bundle(args, store, args.train_split, args.train_limit)
-    _, test = _bundle(args, store, args.test_split, args.test_limit)
+    limit = args.limit  # --limit applies to both splits unless --train/--test-limit say otherwise
+    train_limit = limit if args.train_limit is None else args.train_limit
+    test_limit = limit if args.test_limit is None else args.test_limit
+    dataset, train = _bundle(args, store, args.train_split, train_limit)
+    _, test = _bundle(args, store, args.test_split, test_limit)
     result = evaluate_methods(
         train,
         test,
@@ -71,9 +91,7 @@ def cmd_evaluate(args) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    paths = write_results(
-        result, args.out, ["clipfuse", *sys.argv[1:]] if sys.argv[0].endswith("clipfuse") else None
-    )
+    paths = write_results(result, args.out, command_line)
     if args.json:
         print(json.dumps(result.summary(), indent=1))
     else:
@@ -148,6 +166,10 @@ def cmd_predict(args) -> int:
         top_k=args.top_k,
         progress=not args.quiet,
     )
+    for f in failures:
+        print(f"skipped unreadable image {f['image']}: {f['error']}", file=sys.stderr)
+    if not predictions:
+        raise ClipfuseError(f"none of the {len(failures)} image(s) could be read")
     if args.json:
         print(json.dumps({"predictions": predictions, "failures": failures}, indent=1))
     else:
@@ -163,9 +185,7 @@ def cmd_predict(args) -> int:
                 }
             )
         print_table(rows, ["image", "label", "probability", "temperatures"])
-    for f in failures:
-        print(f"skipped unreadable image {f['image']}: {f['error']}", file=sys.stderr)
-    return 0 if predictions else 2
+    return 0
 
 
 def _add_fusion_data(p) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import platform
+import shlex
 import sys
 from pathlib import Path
 
@@ -29,11 +30,16 @@ CSV_COLUMNS = [
 
 
 def write_results(
-    result: EvaluationResult, out_dir: str | Path, command: list[str] | None = None
+    result: EvaluationResult,
+    out_dir: str | Path,
+    command: list[str] | None = None,
+    report_dir: str | Path | None = None,
 ) -> dict[str, Path]:
-    """results.{md,csv,json}, holdouts/*.json, and the report's evaluation.json (+ NLC
-    temperatures.safetensors when NLC ran), merged per dataset so several datasets share a folder."""
+    """results.{md,csv,json} and holdouts/*.json in `out_dir`; the report's evaluation.json (+ NLC
+    temperatures.safetensors when NLC ran) in `report_dir` (default `out_dir`), merged per dataset
+    so several datasets can share one report folder."""
     out = Path(out_dir)
+    report = Path(report_dir) if report_dir is not None else out
     out.mkdir(parents=True, exist_ok=True)
     rows = result.summary()
     draws = [d.save(out / "holdouts").name for d in result.draws]
@@ -56,21 +62,21 @@ def write_results(
         f"test view `{result.test_view}`\n\n"
         f"Seeds: {result.config['seeds']}. Gains are against the single backbone chosen on each hold-out; "
         "± is the sample std over seeds; worst Δ is the lowest per-seed gain.\n\n"
-        f"Command: `{' '.join(payload['command'])}`\n\n"
+        f"Command: `{shlex.join(payload['command'])}`\n\n"
     )
     paths["md"].write_text(header + format_markdown(rows) + "\n")
     paths["evaluation"] = save_evaluation(
-        out,
+        report,
         report_rows(result),
         protocol={
             **{k: v for k, v in result.config.items() if k != "method_params"},
             "method_params": json.dumps(result.config.get("method_params", {})),
-            "command": " ".join(payload["command"]),
+            "command": shlex.join(payload["command"]),
         },
     )
     if result.temperatures:
         paths["temperatures"] = save_temperatures(
-            out,
+            report,
             result.dataset,
             result.temperatures["nlc"],
             result.test_labels,
