@@ -69,7 +69,7 @@ def write_results(
         report,
         report_rows(result),
         protocol={
-            **{k: v for k, v in result.config.items() if k != "method_params"},
+            **{k: v for k, v in result.config.items() if k not in ("method_params", "classnames")},
             "method_params": json.dumps(result.config.get("method_params", {})),
             "command": shlex.join(payload["command"]),
         },

@@ -415,7 +415,11 @@ def build_sections(
     rows = results.evaluation or []
     sections = []
     for name, entry in (results.analysis or {}).items():
-        ds_rows = [r for r in rows if r.get("dataset") == name]
+        # fusion figures show fitted methods only: single-backbone, oracle and reference rows
+        # of evaluation.json are already drawn from the analysis itself
+        ds_rows = [
+            r for r in rows if r.get("dataset") == name and r.get("kind", "method") == "method"
+        ]
         sections.append(_dataset_section(name, entry, ds_rows, top_k, dpi))
     if results.evaluation is not None:
         sections.append(_evaluation_section(rows, results.protocol))
