@@ -36,7 +36,12 @@ class SavedEnsemble:
     training: dict[str, Any] = field(default_factory=dict)  # view, budget, seed, hold-out hash
 
     def save(self, path: str | Path) -> Path:
+        """Write the ensemble to `path` and a readable copy of its header to `path` with .json."""
         path = Path(path)
+        if path.suffix == ".json":
+            raise ClipfuseError(
+                f"{str(path)!r}: an ensemble is a .safetensors file (its .json header copy goes next to it)"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {
             f"classifier.{b}": w.contiguous().float() for b, w in enumerate(self.classifiers)
@@ -68,23 +73,37 @@ class SavedEnsemble:
             tensors = load_file(str(path))
             header = json.loads(meta["clipfuse"])
         except (SafetensorError, KeyError, ValueError, OSError) as exc:
-            raise ClipfuseError(f"{str(path)!r} is not a clipfuse ensemble file ({exc})") from None
-        if header.get("format") != FORMAT or header.get("version") != VERSION:
             raise ClipfuseError(
-                f"{str(path)!r}: unsupported ensemble format {header.get('format')} v{header.get('version')}"
+                f"{str(path)!r} is not a clipfuse ensemble file ({_one_line(exc)})"
+            ) from None
+        if not isinstance(header, dict) or (header.get("format"), header.get("version")) != (
+            FORMAT,
+            VERSION,
+        ):
+            found = header if not isinstance(header, dict) else header.get("format")
+            raise ClipfuseError(f"{str(path)!r}: not a clipfuse ensemble v{VERSION} ({found!r})")
+        try:
+            num = len(header["backbones"])
+            classifiers = [tensors[f"classifier.{b}"] for b in range(num)]
+            state = {
+                k[len("combiner.") :]: v for k, v in tensors.items() if k.startswith("combiner.")
+            }
+            combiner = combiner_from_state(header["combiner"], state, device=device)
+            return cls(
+                list(header["backbones"]),
+                list(header["classnames"]),
+                list(header["templates"]),
+                classifiers,
+                combiner,
+                dict(header.get("training", {})),
             )
-        num = len(header["backbones"])
-        classifiers = [tensors[f"classifier.{b}"] for b in range(num)]
-        state = {k[len("combiner.") :]: v for k, v in tensors.items() if k.startswith("combiner.")}
-        combiner = combiner_from_state(header["combiner"], state, device=device)
-        return cls(
-            header["backbones"],
-            header["classnames"],
-            header["templates"],
-            classifiers,
-            combiner,
-            header.get("training", {}),
-        )
+        except ClipfuseError as exc:  # e.g. an unknown combiner name: say which file
+            raise ClipfuseError(f"{str(path)!r}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+            # a damaged or hand-edited file: say so in one line, whatever broke inside
+            raise ClipfuseError(
+                f"{str(path)!r} is a damaged clipfuse ensemble ({_one_line(exc)})"
+            ) from None
 
     def load_backbones(
         self, device: str = "cpu", precision: str = "fp32", only: list[int] | None = None
@@ -118,6 +137,11 @@ class SavedEnsemble:
                 for rec, f, w in zip(self.backbones, features, self.classifiers)
             ]
         )
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one short line (torch's state-dict errors span several)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 def backbone_records(bundle) -> list[dict[str, Any]]:

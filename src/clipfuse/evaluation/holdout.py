@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipfuse.errors import FitError
+from clipfuse.errors import DataError, FitError
 from clipfuse.hashing import value_hash
 
 
@@ -31,7 +31,8 @@ class HoldoutDraw:
 
     @property
     def budget(self) -> str:
-        return f"{self.shots}-shot" if self.shots is not None else f"{self.fraction:.0%}"
+        # 10 significant digits: 0.12 and 0.125 must not share a label (rows are grouped by it)
+        return f"{self.shots}-shot" if self.shots is not None else f"{100 * self.fraction:.10g}%"
 
     @property
     def num_labels(self) -> int:
@@ -54,9 +55,19 @@ class HoldoutDraw:
 
     @classmethod
     def load(cls, path: str | Path) -> HoldoutDraw:
-        data = json.loads(Path(path).read_text())
-        data.pop("content_sha256", None)
-        return cls(**data)
+        """Read a saved draw; a file whose content no longer matches its recorded hash is refused."""
+        try:
+            data = json.loads(Path(path).read_text())
+            recorded = data.pop("content_sha256", None)
+            draw = cls(**data)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise DataError(f"{str(path)!r} is not a hold-out file ({exc})") from None
+        if recorded is not None and recorded != draw.content_hash:
+            raise DataError(
+                f"{str(path)!r} was modified: its content hash is {draw.content_hash}, "
+                f"the file records {recorded}"
+            )
+        return draw
 
 
 def draw_holdout(
@@ -122,4 +133,4 @@ def parse_budgets(
                 raise FitError(f"--fraction takes numbers like 0.1; got {part!r}") from None
     if not budgets:
         raise FitError("give a label budget: --shots K[,K...] and/or --fraction F")
-    return budgets
+    return list(dict.fromkeys(budgets))  # a repeated budget would double its rows' seeds

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from clipfuse.cascade.costs import cost_info, fill_costs
-from clipfuse.combiners import list_combiners, make_combiner, oracle_accuracy
+from clipfuse.combiners import BestSingle, list_combiners, make_combiner, oracle_accuracy
 from clipfuse.errors import FitError
 from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.metrics import topk_accuracy
@@ -249,7 +249,7 @@ def evaluate_methods(
             "gflops": {n: g for n, g in zip(test.names, test.gflops) if g is not None},
             "train_samples": int(train.labels.numel()),
             "test_samples": int(test.labels.numel()),
-            "baseline": "single backbone with the best hold-out accuracy, per draw",
+            "baseline": "single backbone with the best hold-out accuracy (ties: lower NLL), per draw",
             "std": "sample standard deviation over seeds (ddof=1)",
         },
     )
@@ -273,10 +273,9 @@ def evaluate_methods(
             )
             result.draws.append(draw)
             hold = train.select(np.searchsorted(train.indices, draw.positions))
-            hold_acc = [
-                topk_accuracy(hold.logits[b], hold.labels) for b in range(hold.num_backbones)
-            ]
-            chosen = int(np.argmax(hold_acc))
+            # the same rule as the best_single method (ties on tiny hold-outs go to the lower
+            # NLL), so the baseline never depends on the order the backbones are listed in
+            chosen = BestSingle().fit(None, hold.logits, hold.labels).chosen_
             base_name, base_top1 = test.names[chosen], singles[test.names[chosen]]
             for method in methods:
                 combiner = make_combiner(method, device=device, **method_params.get(method, {}))
