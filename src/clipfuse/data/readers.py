@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -44,12 +45,32 @@ def plain_tar(path: Path) -> Path:
 
 
 def index_tar(path: Path) -> dict[str, tuple[int, int]]:
-    """Member name -> (data offset, size) for every regular file in a plain tar."""
+    """Member name -> (data offset, size) for every regular file in a plain tar.
+
+    Walking a 60,000-member tar takes seconds, so the index is memoised as JSON in the cache,
+    keyed by the archive's path, size and mtime (a changed archive gets a new index).
+    """
     try:
+        st = path.stat()
+        key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        memo = CACHE_DIR / "tar-index" / f"{key}.json"
+        if memo.is_file():
+            try:
+                return {k: (v[0], v[1]) for k, v in json.loads(memo.read_text()).items()}
+            except (OSError, ValueError):
+                pass  # a damaged memo is rebuilt below
         with tarfile.open(path, "r:") as tar:
-            return {m.name.lstrip("./"): (m.offset_data, m.size) for m in tar if m.isfile()}
+            index = {m.name.lstrip("./"): (m.offset_data, m.size) for m in tar if m.isfile()}
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"cannot read tar archive {str(path)!r}: {exc}") from None
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(index))
+        os.replace(tmp, memo)
+    except OSError:
+        pass  # the memo is an optimisation only
+    return index
 
 
 @dataclass
