@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from clipfuse.combiners._optim import threads_for
 from clipfuse.errors import FitError
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -181,7 +182,10 @@ class Combiner:
         if feats is not None and not all(torch.isfinite(f).all() for f in feats):
             raise FitError("features contain NaN or infinite values")
         self._check_class_counts(labels, z.shape[2])
-        with torch.enable_grad():
+        width = z.shape[0] * z.shape[2] + (
+            sum(f.shape[1] for f in feats) if feats is not None else 0
+        )
+        with torch.enable_grad(), threads_for(z.shape[1] * width, z.device):
             self._fit(feats, z, labels)
         self.num_backbones_ = int(z.shape[0])
         self.num_classes_ = int(z.shape[2])
