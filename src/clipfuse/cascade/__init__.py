@@ -1,0 +1,45 @@
+"""Compute-aware fusion: cheapest-first cascades and backbone subsets under a GFLOPs budget.
+
+>>> from clipfuse.combiners import make_combiner
+>>> cas = make_combiner("cascade", gflops=bundle.gflops, target_gflops=80).fit(f, z, y)
+>>> pred, gflops_per_image, backbones_run = cas.predict_with_cost(f_test, z_test)
+>>> sub = make_combiner("subset_nlc", gflops=bundle.gflops, budget_gflops=80).fit(f, z, y)
+"""
+
+# The combiner registry lists the classes defined here, so the combiners package must finish
+# importing first; this line makes any import order work (e.g. importing this package first).
+import clipfuse.combiners  # noqa: F401, I001
+from clipfuse.cascade.cascade import Cascade
+from clipfuse.cascade.costs import cost_info, fill_costs, resolve_costs
+from clipfuse.cascade.curves import (
+    CostPoint,
+    pareto_front,
+    prefix_points,
+    threshold_points,
+    tradeoff_report,
+)
+from clipfuse.cascade.subset import SubsetChoice, SubsetNLC, search_subset
+from clipfuse.cascade.threshold import ALL_STAGES, threshold_for_accuracy, threshold_for_cost
+
+CASCADE_COMBINERS = (Cascade, SubsetNLC)
+CASCADE_COMBINER_NAMES: tuple[str, ...] = tuple(cls.name for cls in CASCADE_COMBINERS)
+
+__all__ = [
+    "ALL_STAGES",
+    "CASCADE_COMBINERS",
+    "CASCADE_COMBINER_NAMES",
+    "Cascade",
+    "CostPoint",
+    "SubsetChoice",
+    "SubsetNLC",
+    "cost_info",
+    "fill_costs",
+    "pareto_front",
+    "prefix_points",
+    "resolve_costs",
+    "search_subset",
+    "threshold_for_accuracy",
+    "threshold_for_cost",
+    "threshold_points",
+    "tradeoff_report",
+]

@@ -1,0 +1,68 @@
+"""Seeded, stratified row splits of a labelled hold-out: cross-fitting folds and a 90/10 split.
+
+Heads and controllers learn from the same few labels. Whatever a controller trains on must be
+head outputs for rows the head did not fit (cross-fitting, as scikit-learn's
+``StackingClassifier`` does with ``cross_val_predict``), or the controller learns from
+in-sample, over-confident head logits that no test input will ever produce.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from clipfuse.errors import FitError
+
+
+def class_counts(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C,) number of rows per class."""
+    return torch.bincount(y.cpu(), minlength=num_classes)
+
+
+def can_crossfit(y: torch.Tensor, num_classes: int) -> bool:
+    """Cross-fitting needs >= 2 rows in every class: then every training fold sees every class."""
+    return bool(class_counts(y, num_classes).min() >= 2)
+
+
+def stratified_folds(y: torch.Tensor, num_folds: int, seed: int) -> torch.Tensor:
+    """(N,) fold id in ``[0, num_folds)``: each class's rows shuffled and dealt round-robin.
+
+    A class with ``n_c >= 2`` rows lands in at least two folds, so the complement of any fold
+    (a training fold) holds at least one row of it. Each class starts dealing at a random fold so
+    that small classes do not all pile into fold 0. The global torch RNG is left untouched.
+    """
+    if num_folds < 2:
+        raise FitError(f"cross-fitting needs >= 2 folds; got {num_folds}")
+    y_cpu = y.cpu()
+    gen = torch.Generator().manual_seed(seed)
+    fold = torch.empty_like(y_cpu)
+    for c in torch.unique(y_cpu).tolist():
+        rows = torch.nonzero(y_cpu == c).flatten()
+        rows = rows[torch.randperm(rows.numel(), generator=gen)]
+        start = int(torch.randint(num_folds, (1,), generator=gen))
+        fold[rows] = (torch.arange(rows.numel()) + start) % num_folds
+    return fold.to(y.device)
+
+
+def stratified_split(y: torch.Tensor, fraction: float, seed: int, num_classes: int) -> torch.Tensor:
+    """(N,) bool mask of the ``fraction`` part (the controller's rows in the paper's 90/10 split).
+
+    Per class ``round(fraction * n_c)`` rows, clipped to ``[1, n_c - 1]`` so both parts see every
+    class; a class with a single row cannot be split and is a FitError.
+    """
+    if not 0 < fraction < 1:
+        raise FitError(f"controller_fraction must be in (0, 1); got {fraction}")
+    counts = class_counts(y, num_classes)
+    if int(counts.min()) < 2:
+        short = torch.nonzero(counts < 2).flatten().tolist()
+        raise FitError(
+            f"the heads/controller split needs >= 2 labelled rows per class; {len(short)} of "
+            f"{num_classes} classes have fewer (e.g. class {short[0]}); use protocol='crossfit'"
+        )
+    y_cpu = y.cpu()
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(y_cpu.numel(), dtype=torch.bool)
+    for c in range(num_classes):
+        rows = torch.nonzero(y_cpu == c).flatten()
+        take = min(max(1, round(fraction * rows.numel())), rows.numel() - 1)
+        mask[rows[torch.randperm(rows.numel(), generator=gen)[:take]]] = True
+    return mask.to(y.device)

@@ -1,0 +1,195 @@
+"""Combiners over per-backbone heads: linear probe / Tip-Adapter / Tip-Adapter-F + a controller.
+
+Each registered combiner (``lp_nlc``, ``tip_mean``, ...) is a head bank (one head per backbone,
+``clipfuse.heads``) whose logits replace the zero-shot logits as the input of an inner combiner
+from the registry (``best_single``, ``mean_logits``, ``super_learner``, ``nlc``), so the fair
+controls of METHOD.md §6.1-6.2 -- the same heads ensembled by mean logits and by Super Learner,
+and the best single head chosen on the hold-out -- come from the same code as ``*_nlc``.
+
+Label protocols (``protocol``):
+- ``"crossfit"`` (few-shot, default): heads and controller share the k-shot hold-out. The
+  controller is trained on cross-fitted head logits -- for each row, a head fitted without it
+  (K-fold for linear probes and Tip-Adapter-F, exact leave-one-out for the training-free
+  Tip-Adapter) -- and the heads used at prediction are refitted on all rows. When a class has
+  a single labelled row (1-shot) no head can be fitted without it and still know the class, so
+  the controller falls back to in-sample head logits; ``controller_rows_`` records which.
+- ``"split"`` (the paper's linear-probe protocol): heads on ``1 - controller_fraction`` of the
+  hold-out (90%), controller on the rest (10%), stratified; use it with a large hold-out
+  (e.g. ``--fraction 1.0`` of train).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from clipfuse.combiners.base import Combiner
+from clipfuse.errors import FitError
+from clipfuse.heads.base import HeadBank, rows_of
+from clipfuse.heads.folds import can_crossfit, stratified_split
+from clipfuse.heads.linear import LinearProbeHeads
+from clipfuse.heads.tip import TipAdapterFHeads, TipAdapterHeads
+
+HEAD_KINDS: dict[str, type[HeadBank]] = {
+    cls.kind: cls for cls in (LinearProbeHeads, TipAdapterHeads, TipAdapterFHeads)
+}
+PROTOCOLS = ("crossfit", "split")
+
+
+def make_inner_combiner(name: str, params: dict[str, Any], seed: int, device: str) -> Combiner:
+    from clipfuse.combiners.registry import make_combiner  # the registry imports this module
+
+    inner = make_combiner(name, device=device, **params)
+    if "seed" in inner.get_params() and "seed" not in params:
+        inner.set_params(seed=seed)
+    return inner
+
+
+def learns_from_labels(combiner: Combiner) -> bool:
+    """Does ``fit`` learn anything (so its training rows must be honest)?"""
+    return type(combiner)._fit is not Combiner._fit
+
+
+class HeadStack(Combiner):
+    """Heads of kind ``head_kind`` per backbone, fused by the registered ``inner_name``.
+
+    Parameters: ``protocol`` and ``controller_fraction`` (see the module doc), ``folds``
+    (cross-fitting folds), ``head_params`` (dict for the head bank, e.g. ``{"max_iter": 50}``
+    for linear probes or ``{"epochs": 10}`` for Tip-Adapter-F), ``inner_params`` (dict for the
+    inner combiner, e.g. ``{"steps": 500}`` for NLC), ``seed`` (folds, splits, inner seed).
+    Fitted: ``heads_`` (the head bank), ``inner_`` (the fitted inner combiner),
+    ``controller_rows_`` (how the inner combiner's training logits were produced).
+    """
+
+    head_kind: ClassVar[str] = ""
+    inner_name: ClassVar[str] = ""
+    uses_features = True
+    min_per_class = 1
+
+    def __init__(
+        self,
+        *,
+        protocol: str = "crossfit",
+        controller_fraction: float = 0.1,
+        folds: int = 3,
+        head_params: dict[str, Any] | None = None,
+        inner_params: dict[str, Any] | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(device=device)
+        self.protocol = protocol
+        self.controller_fraction = controller_fraction
+        self.folds = folds
+        self.head_params = head_params
+        self.inner_params = inner_params
+        self.seed = seed
+
+    def _validate_params(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise FitError(
+                f"{self.name}: protocol must be one of {PROTOCOLS}; got {self.protocol!r}"
+            )
+        if int(self.folds) < 2:
+            raise FitError(f"{self.name}: folds must be >= 2; got {self.folds}")
+        self._new_heads()  # unknown or bad head parameters fail here, before any work
+
+    def _new_heads(self) -> HeadBank:
+        return HEAD_KINDS[self.head_kind](self.head_params, device=self.device)
+
+    # ---- fit / predict -------------------------------------------------------------------
+    def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
+        assert features is not None
+        c, seed = z.shape[2], int(self.seed)
+        heads = self._new_heads()
+        inner = make_inner_combiner(
+            self.inner_name, dict(self.inner_params or {}), seed, self.device
+        )
+        if self.protocol == "split":
+            ctrl = stratified_split(y, float(self.controller_fraction), seed, c)
+            heads.fit(rows_of(features, ~ctrl), z[:, ~ctrl], y[~ctrl], c, seed)
+            feats_c, y_c = rows_of(features, ctrl), y[ctrl]
+            z_c = heads.logits(feats_c, z[:, ctrl])
+            rows = f"split: heads on {int((~ctrl).sum())} rows, controller on {int(ctrl.sum())}"
+        elif learns_from_labels(inner) and can_crossfit(y, c):
+            feats_c, y_c = features, y
+            z_c = heads.fit_crossfit(features, z, y, c, int(self.folds), seed)
+            how = "leave-one-out" if self.head_kind == "tip" else f"{int(self.folds)}-fold"
+            rows = f"cross-fitted ({how}) head logits on all {y.numel()} rows"
+        else:
+            heads.fit(features, z, y, c, seed)
+            feats_c, y_c, z_c = features, y, heads.logits(features, z)
+            rows = (
+                "in-sample head logits (a class has < 2 labelled rows: no cross-fitting)"
+                if learns_from_labels(inner)
+                else "not used (the inner combiner learns nothing)"
+            )
+        inner.fit(feats_c, z_c, y_c)
+        self.heads_, self.inner_, self.controller_rows_ = heads, inner, rows
+
+    def head_logits(self, features: list, logits: Any) -> torch.Tensor:
+        """(B, N, C) per-backbone head logits (e.g. to report every backbone's head alone)."""
+        self._check_fitted()
+        feats, z, _ = self._prepare(features, logits, None)
+        assert feats is not None
+        with torch.no_grad():
+            return self.heads_.logits(feats, z)
+
+    def _predict_logits(self, features: list[torch.Tensor] | None, z: torch.Tensor) -> torch.Tensor:
+        assert features is not None
+        return self.inner_.predict_logits(features, self.heads_.logits(features, z))
+
+    @property
+    def chosen_(self) -> int:
+        """The backbone picked by a ``best_single`` inner combiner (AttributeError otherwise)."""
+        if "inner_" not in self.__dict__ or not hasattr(self.inner_, "chosen_"):
+            raise AttributeError("chosen_")
+        return int(self.inner_.chosen_)
+
+    # ---- saved state ---------------------------------------------------------------------
+    def _get_fitted(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        head_meta, head_tensors = self.heads_.state()
+        tensors = {f"head.{k}": v for k, v in head_tensors.items()}
+        tensors.update({f"inner.{k}": v for k, v in self.inner_.state_dict().items()})
+        meta = {"heads": head_meta, "inner": self.inner_.config(),
+                "controller_rows": self.controller_rows_}  # fmt: skip
+        return meta, tensors
+
+    def _set_fitted(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        from clipfuse.combiners.registry import combiner_from_state
+
+        head_t = {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}
+        inner_t = {k[len("inner.") :]: v for k, v in tensors.items() if k.startswith("inner.")}
+        heads = HEAD_KINDS[meta["heads"]["kind"]](meta["heads"]["params"], device=self.device)
+        self.heads_ = heads.load_state(meta["heads"], head_t)
+        self.inner_ = combiner_from_state(meta["inner"], inner_t, device=self.device)
+        self.controller_rows_ = meta["controller_rows"]
+
+
+_HEADS = {  # head kind -> (registry prefix, class-name prefix, title)
+    "linear": ("lp", "LinearProbe", "linear-probe"),
+    "tip": ("tip", "TipAdapter", "Tip-Adapter"),
+    "tipf": ("tipf", "TipAdapterF", "Tip-Adapter-F"),
+}
+_INNERS = {  # registry suffix -> (inner combiner, class-name suffix, what it does)
+    "": ("best_single", "Best", "the backbone whose head is best on the (cross-fitted) hold-out"),
+    "_mean": ("mean_logits", "Mean", "the mean of all backbones' head logits"),
+    "_super_learner": ("super_learner", "SuperLearner", "Super Learner over the head logits"),
+    "_nlc": ("nlc", "NLC", "NLC over the head logits"),
+}
+
+
+def _variant(head_kind: str, suffix: str) -> type[HeadStack]:
+    prefix, cls_prefix, title = _HEADS[head_kind]
+    inner, cls_suffix, what = _INNERS[suffix]
+    cls_name = cls_prefix + cls_suffix
+    doc = f"Per-backbone {title} heads; prediction: {what} (see ``HeadStack``)."
+    attrs = {"name": prefix + suffix, "head_kind": head_kind,
+             "inner_name": inner, "__doc__": doc, "__module__": __name__}  # fmt: skip
+    return type(cls_name, (HeadStack,), attrs)
+
+
+HEAD_COMBINERS: tuple[type[HeadStack], ...] = tuple(
+    _variant(kind, suffix) for kind in ("linear", "tip", "tipf") for suffix in _INNERS
+)
