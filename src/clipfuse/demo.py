@@ -19,17 +19,6 @@ DEMO_DATASETS = {
     "cifar10": f"imagefolder:{DEMO_DATA / 'cifar10-demo'}",
     "fashion-mnist": f"idx:{DEMO_DATA / 'fashion-mnist-demo'}",
 }
-CORE_METHODS = [
-    "best_single",
-    "mean_logits",
-    "mean_proba",
-    "majority_vote",
-    "max_confidence",
-    "calibrated_mean",
-    "super_learner",
-    "moe",
-    "nlc",
-]
 
 
 def run_demo(
@@ -46,7 +35,7 @@ def run_demo(
     from clipfuse.backbones import list_backbones, load_backbone
     from clipfuse.data import open_dataset
     from clipfuse.evaluation.outputs import write_results
-    from clipfuse.evaluation.runner import evaluate_methods, format_markdown
+    from clipfuse.evaluation.runner import CORE_METHODS, evaluate_methods, format_markdown
     from clipfuse.extraction import extract, view_name
     from clipfuse.logits import load_bundle
     from clipfuse.reports.report import write_report

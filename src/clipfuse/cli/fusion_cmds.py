@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -33,13 +34,21 @@ def _bundle(args, store, split: str, limit: int | None):
     )
 
 
+def _param_value(value: str):
+    """JSON when it parses (numbers, booleans, lists), else the raw string (protocol=split)."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
 def _method_params(args) -> dict:
     params: dict = {}
     for item in args.param or []:
         try:
             key, value = item.split("=", 1)
             method, name = key.split(".", 1)
-            params.setdefault(method, {})[name] = json.loads(value)
+            params.setdefault(method, {})[name] = _param_value(value)
         except ValueError:
             raise ClipfuseError(
                 f"--param takes METHOD.NAME=VALUE (e.g. nlc.steps=500); got {item!r}"
@@ -102,6 +111,7 @@ def cmd_evaluate(args) -> int:
 
 @command("fit")
 def cmd_fit(args) -> int:
+    from clipfuse.cascade.costs import fill_costs
     from clipfuse.combiners import make_combiner
     from clipfuse.ensemble.saved import SavedEnsemble, backbone_records
     from clipfuse.evaluation.holdout import draw_holdout, parse_budgets
@@ -124,6 +134,7 @@ def cmd_fit(args) -> int:
     hold = train.select(np.searchsorted(train.indices, draw.positions))
     params = _method_params(args).get(args.method, {})
     combiner = make_combiner(args.method, device=args.device, **params)
+    fill_costs(combiner, train.gflops)  # cascades and subsets count cost in GFLOPs
     if "seed" in combiner.get_params() and "seed" not in params:
         combiner.set_params(seed=args.seed)
     combiner.fit(hold.features, hold.logits, hold.labels)
@@ -222,7 +233,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--test-split", required=True)
     p.add_argument("--train-limit", type=int, default=None)
     p.add_argument("--test-limit", type=int, default=None)
-    p.add_argument("--methods", default="all", help="comma list of combiners or 'all'")
+    p.add_argument(
+        "--methods",
+        default="core",
+        help="comma list of combiners and groups: core (default), heads, compute, all",
+    )
     p.add_argument("--shots", default=None, help="k per class, comma list (e.g. 1,4,16)")
     p.add_argument(
         "--fraction", default=None, help="fraction of train as hold-out, comma list (e.g. 0.1)"
@@ -253,3 +268,103 @@ def add_parsers(sub) -> None:
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+
+
+@command("tradeoffs")
+def cmd_tradeoffs(args) -> int:
+    """Accuracy vs compute: the cascade's prefix curve over 1..B backbones, its threshold sweep,
+    the Pareto front, and the best subset per GFLOPs budget (one hold-out draw, scored on test)."""
+    from clipfuse.cascade.curves import tradeoff_report
+    from clipfuse.evaluation.holdout import draw_holdout, parse_budgets
+
+    store = existing_store(args.store)
+    (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
+    if rest:
+        raise ClipfuseError("tradeoffs takes one label budget")
+    try:
+        budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        raise ClipfuseError(
+            f"--budgets takes GFLOPs numbers like 0.02,0.05; got {args.budgets!r}"
+        ) from None
+    _, train = _bundle(args, store, args.train_split, args.train_limit)
+    _, test = _bundle(args, store, args.test_split, args.test_limit)
+    draw = draw_holdout(
+        train.labels.numpy(),
+        train.indices,
+        len(train.classnames),
+        view=train.view,
+        seed=args.seed,
+        shots=shots,
+        fraction=fraction,
+        clamp=args.clamp_shots,
+    )
+    hold = train.select(np.searchsorted(train.indices, draw.positions))
+    params = _method_params(args)
+    report = tradeoff_report(
+        hold,
+        test,
+        budgets=budgets,
+        cascade_params=params.get("cascade"),
+        subset_params=params.get("subset_nlc"),
+        seed=args.seed,
+        device=args.device,
+    )
+    report["holdout"] = {
+        "budget": draw.budget,
+        "seed": args.seed,
+        "content_sha256": draw.content_hash,
+    }
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    Path(args.out, "tradeoffs.json").write_text(json.dumps(report, indent=1))
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(
+        f"cascade order (cheapest first): {', '.join(report['order'])}  [cost unit: {report['cost_unit']}]"
+    )
+    print_table(
+        [
+            {
+                "point": p["label"],
+                "cost": p["cost"],
+                "top1": 100 * p["accuracy"],
+                "backbones/img": p["backbones"],
+            }
+            for p in report["prefix_curve"] + [report["cascade"]]
+        ],
+        ["point", "cost", "top1", "backbones/img"],
+    )
+    if report["subsets"]:
+        print_table(
+            [
+                {
+                    "budget": s["budget"],
+                    "subset": "+".join(s["backbones"]),
+                    "cost": s["cost"],
+                    "top1": 100 * s["test_accuracy"],
+                }
+                for s in report["subsets"]
+            ],
+            ["budget", "subset", "cost", "top1"],
+        )
+    print(f"written: {Path(args.out) / 'tradeoffs.json'}")
+    return 0
+
+
+@parsers
+def add_tradeoff_parser(sub) -> None:
+    p = sub.add_parser(
+        "tradeoffs", help="accuracy vs GFLOPs: cascade curve, Pareto front, subsets per budget"
+    )
+    _add_fusion_data(p)
+    p.add_argument("--train-split", required=True)
+    p.add_argument("--test-split", required=True)
+    p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--shots", default="1")
+    p.add_argument("--fraction", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budgets", default="", help="GFLOPs budgets for subset selection, comma list")
+    p.add_argument("--out", required=True)
+    p.add_argument("--json", action="store_true")

@@ -26,6 +26,8 @@ CSV_COLUMNS = [
     "worst_delta_points",
     "fit_s",
     "predict_s",
+    "gflops_per_image",
+    "backbones_per_image",
 ]
 
 
@@ -116,5 +118,7 @@ def report_rows(result: EvaluationResult) -> list[dict]:
                 row[dst] = r[src]
         if r["method"] in gflops:
             row["gflops"] = gflops[r["method"]]
+        elif r.get("gflops_per_image") is not None:
+            row["gflops"] = r["gflops_per_image"]  # compute actually spent (cascade, subset)
         rows.append(row)
     return rows

@@ -79,20 +79,22 @@ class EvaluationResult:
         for r in self.records:
             groups.setdefault((r.method, r.budget), []).append(r)
         for (method, budget), recs in groups.items():
-            rows.append(
-                _row(
-                    self.dataset,
-                    method,
-                    budget,
-                    recs[0].num_labels,
-                    [r.top1 for r in recs],
-                    [r.baseline_top1 for r in recs],
-                    kind="method",
-                    fit_s=float(np.mean([r.fit_s for r in recs])),
-                    predict_s=float(np.mean([r.predict_s for r in recs])),
-                    seeds=[r.seed for r in recs],
-                )
+            row = _row(
+                self.dataset,
+                method,
+                budget,
+                recs[0].num_labels,
+                [r.top1 for r in recs],
+                [r.baseline_top1 for r in recs],
+                kind="method",
+                fit_s=float(np.mean([r.fit_s for r in recs])),
+                predict_s=float(np.mean([r.predict_s for r in recs])),
+                seeds=[r.seed for r in recs],
             )
+            for key in ("gflops_per_image", "backbones_per_image"):  # cascades and subsets
+                values = [r.info[key] for r in recs if key in r.info]
+                row[key] = float(np.mean(values)) if values else None
+            rows.append(row)
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,17 +160,50 @@ def _row(
     return row
 
 
+CORE_METHODS = [
+    "best_single",
+    "mean_logits",
+    "mean_proba",
+    "majority_vote",
+    "max_confidence",
+    "calibrated_mean",
+    "super_learner",
+    "moe",
+    "nlc",
+]
+METHOD_GROUPS = {
+    "core": CORE_METHODS,  # zero-shot logits: static ensembles, Super Learner, MoE, NLC
+    "heads": [
+        "lp",
+        "lp_mean",
+        "lp_super_learner",
+        "lp_nlc",
+        "tip",
+        "tip_mean",
+        "tip_super_learner",
+        "tip_nlc",
+        "tipf",
+        "tipf_mean",
+        "tipf_super_learner",
+        "tipf_nlc",
+    ],
+    "compute": ["cascade", "subset_nlc"],
+}
+
+
 def expand_methods(methods: list[str]) -> list[str]:
-    """'all' -> every registered combiner; unknown names -> one clear error."""
+    """Names and groups ('core', 'heads', 'compute', 'all') -> registered combiner names."""
     known = list_combiners()
     out: list[str] = []
     for m in methods:
-        if m == "all":
-            out.extend(k for k in known if k not in out)
-        elif m not in known:
-            raise FitError(f"unknown method {m!r} (known: {', '.join(known)}, all)")
-        elif m not in out:
-            out.append(m)
+        group = known if m == "all" else METHOD_GROUPS.get(m, [m])
+        for name in group:
+            if name not in known:
+                raise FitError(
+                    f"unknown method {name!r} (known: {', '.join(known)}; groups: all, {', '.join(METHOD_GROUPS)})"
+                )
+            if name not in out:
+                out.append(name)
     return out
 
 
@@ -319,15 +354,15 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
     def num(v, fmt="{:.2f}"):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
-    lines = [
-        "| method | budget | labels | seeds | top-1 (%) | gain (pts) | gain (rel %) | worst Δ (pts) | fit (s) | predict (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    costs = any(r.get("gflops_per_image") is not None for r in rows)
+    header = "| method | budget | labels | seeds | top-1 (%) | gain (pts) | gain (rel %) | worst Δ (pts) | fit (s) | predict (s) |"
+    lines = [header + (" GFLOPs/img |" if costs else ""), "|---" * (10 + costs) + "|"]
     for r in rows:
         acc = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["n_seeds"] > 1 else "")
-        lines.append(
+        line = (
             f"| {r['method']} | {r['budget']} | {r['labels'] or ''} | {r['n_seeds'] or ''} | {acc} | "
             f"{num(r['gain_points'], '{:+.2f}')} | {num(r['gain_relative_pct'], '{:+.2f}')} | "
             f"{num(r['worst_delta_points'], '{:+.2f}')} | {num(r['fit_s'], '{:.3f}')} | {num(r['predict_s'], '{:.3f}')} |"
         )
+        lines.append(line + (f" {num(r.get('gflops_per_image'), '{:.4f}')} |" if costs else ""))
     return "\n".join(lines)
