@@ -8,6 +8,7 @@ again redoes only those. A second identical run finds nothing missing and return
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import defaultdict
@@ -27,6 +28,7 @@ from clipfuse.extraction.decode_once import (
     Perturbation,
     ShardNeeds,
     collate_decoded,
+    reopen_reader,
 )
 from clipfuse.store import EntryKey, FeatureStore
 
@@ -197,11 +199,13 @@ def encode_stream(
             [b.preprocess for b in backbones],
             needs or ShardNeeds(None, 1, len(backbones)),
             perturbation,
+            share_keys=[preprocess_key(b) for b in backbones],
         ),
         batch_size=batch_size,
         num_workers=default_workers() if num_workers is None else num_workers,
         collate_fn=collate_decoded,
         pin_memory=any(b.device.type == "cuda" for b in backbones),
+        worker_init_fn=reopen_reader,
     )
     with tqdm(total=len(positions), unit="img", desc=desc, disable=not progress) as bar:
         for ok_positions, batches, batch_failures in loader:
@@ -211,6 +215,13 @@ def encode_stream(
             }
             yield ok_positions, encoded, batch_failures
             bar.update(len(ok_positions) + len(batch_failures))
+
+
+def preprocess_key(backbone: Backbone) -> str:
+    """Equal keys mean equal preprocessing, so one decoded image is transformed once for all of
+    them. The recorded open_clip config is complete but describes the default transform only; the
+    transform's repr is added so that a replaced `backbone.preprocess` is not shared by mistake."""
+    return json.dumps(backbone.info.preprocess, sort_keys=True) + repr(backbone.preprocess)
 
 
 def _group_by_shard(positions: list[int], shard_size: int):
