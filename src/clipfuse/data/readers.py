@@ -52,7 +52,9 @@ def index_tar(path: Path) -> dict[str, tuple[int, int]]:
     """
     try:
         st = path.stat()
-        key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
+        ).hexdigest()[:16]
         memo = CACHE_DIR / "tar-index" / f"{key}.json"
         if memo.is_file():
             try:

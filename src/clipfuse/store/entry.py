@@ -224,7 +224,9 @@ class StoreEntry:
         if not isinstance(provenance, Mapping):
             raise ValueError(f"provenance must be a dict, got {type(provenance).__name__}")
         if feature_dtype not in FEATURE_DTYPES:
-            raise ValueError(f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}")
+            raise ValueError(
+                f"feature_dtype must be one of {FEATURE_DTYPES}, got {feature_dtype!r}"
+            )
         given = {
             "num_samples": _int_arg(num_samples, "num_samples", 0),
             "shard_size": _int_arg(shard_size, "shard_size", 1),
@@ -321,7 +323,9 @@ class StoreEntry:
         with np.errstate(over="ignore"):  # overflow becomes inf, rejected just below
             halves = feats.astype(self.feature_dtype)
         if not np.isfinite(halves).all():
-            raise ValueError(f"shard {i}: features are NaN/inf or exceed the {self.feature_dtype} range")
+            raise ValueError(
+                f"shard {i}: features are NaN/inf or exceed the {self.feature_dtype} range"
+            )
         n = halves.shape[0]
         idx = _int64_vector(indices, "indices", n)
         lab = _int64_vector(labels, "labels", n)
