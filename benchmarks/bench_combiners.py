@@ -25,23 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synthetic import SyntheticWorld  # noqa: E402
 
 from clipfuse.combiners import evaluate_chunks, make_combiner  # noqa: E402
+from clipfuse.evaluation.runner import CORE_METHODS  # noqa: E402
 
 # Projected image-embedding sizes of RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16,
 # ViT-L/14, ViT-L/14@336 (open_clip, pretrained="openai").
 OPENAI_DIMS = (1024, 512, 640, 768, 1024, 512, 512, 768, 768)
 # The fusion methods of METHOD.md §4 (the registry also holds per-backbone-head and cascade
 # variants, which need other inputs).
-METHODS = (
-    "best_single",
-    "mean_logits",
-    "mean_proba",
-    "majority_vote",
-    "max_confidence",
-    "calibrated_mean",
-    "super_learner",
-    "moe",
-    "nlc",
-)
+METHODS = tuple(CORE_METHODS)
 
 
 def peak_rss_gib() -> float:

@@ -34,6 +34,23 @@ def _bundle(args, store, split: str, limit: int | None):
     )
 
 
+def _holdout(args, train, shots: int | None, fraction: float | None):
+    """One seeded hold-out draw from the train view and the bundle restricted to it."""
+    from clipfuse.evaluation.holdout import draw_holdout
+
+    draw = draw_holdout(
+        train.labels.numpy(),
+        train.indices,
+        len(train.classnames),
+        view=train.view,
+        seed=args.seed,
+        shots=shots,
+        fraction=fraction,
+        clamp=args.clamp_shots,
+    )
+    return draw, train.select(np.searchsorted(train.indices, draw.positions))
+
+
 def _param_value(value: str):
     """JSON when it parses (numbers, booleans, lists), else the raw string (protocol=split)."""
     try:
@@ -114,24 +131,14 @@ def cmd_fit(args) -> int:
     from clipfuse.cascade.costs import fill_costs
     from clipfuse.combiners import make_combiner
     from clipfuse.ensemble.saved import SavedEnsemble, backbone_records
-    from clipfuse.evaluation.holdout import draw_holdout, parse_budgets
+    from clipfuse.evaluation.holdout import parse_budgets
 
     store = existing_store(args.store)
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
     if rest:
         raise ClipfuseError("fit takes one label budget (one --shots value or one --fraction)")
     dataset, train = _bundle(args, store, args.train_split, args.limit)
-    draw = draw_holdout(
-        train.labels.numpy(),
-        train.indices,
-        len(train.classnames),
-        view=train.view,
-        seed=args.seed,
-        shots=shots,
-        fraction=fraction,
-        clamp=args.clamp_shots,
-    )
-    hold = train.select(np.searchsorted(train.indices, draw.positions))
+    draw, hold = _holdout(args, train, shots, fraction)
     params = _method_params(args).get(args.method, {})
     combiner = make_combiner(args.method, device=args.device, **params)
     fill_costs(combiner, train.gflops)  # cascades and subsets count cost in GFLOPs
@@ -275,7 +282,7 @@ def cmd_tradeoffs(args) -> int:
     """Accuracy vs compute: the cascade's prefix curve over 1..B backbones, its threshold sweep,
     the Pareto front, and the best subset per GFLOPs budget (one hold-out draw, scored on test)."""
     from clipfuse.cascade.curves import tradeoff_report
-    from clipfuse.evaluation.holdout import draw_holdout, parse_budgets
+    from clipfuse.evaluation.holdout import parse_budgets
 
     store = existing_store(args.store)
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
@@ -289,17 +296,7 @@ def cmd_tradeoffs(args) -> int:
         ) from None
     _, train = _bundle(args, store, args.train_split, args.train_limit)
     _, test = _bundle(args, store, args.test_split, args.test_limit)
-    draw = draw_holdout(
-        train.labels.numpy(),
-        train.indices,
-        len(train.classnames),
-        view=train.view,
-        seed=args.seed,
-        shots=shots,
-        fraction=fraction,
-        clamp=args.clamp_shots,
-    )
-    hold = train.select(np.searchsorted(train.indices, draw.positions))
+    draw, hold = _holdout(args, train, shots, fraction)
     params = _method_params(args)
     report = tradeoff_report(
         hold,
