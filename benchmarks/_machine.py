@@ -67,18 +67,20 @@ def matmul_gflops(
 
 
 def onednn_matmul_gflops(n: int = 2048, reps: int = 8) -> float:
-    """The same fp32 product through oneDNN (torch's mkldnn_linear, as convolutions use it),
-    best of `reps`. oneDNN uses the CPU's widest vector units; MKL's sgemm behind torch.mm may
-    not (on AMD CPUs it runs AVX2 kernels), so this can exceed `matmul_gflops`."""
+    """The same fp32 product through oneDNN's inner product (the op clipfuse's CPU linear layers
+    and convolutions use), dense operands, best of `reps`. oneDNN uses the CPU's widest vector
+    units; MKL's sgemm behind torch.mm may not (on AMD CPUs it runs AVX2 kernels), so this can
+    be twice `matmul_gflops`: it is the machine's real float32 ceiling then."""
     if not torch.backends.mkldnn.is_available():
         return float("nan")
-    a, w = torch.randn(n, n).to_mkldnn(), torch.randn(n, n).to_mkldnn()
+    a, w = torch.randn(n, n), torch.randn(n, n)
     best = float("inf")
-    for rep in range(reps + 2):
-        start = time.perf_counter()
-        torch._C._nn.mkldnn_linear(a, w, None)
-        if rep >= 2:  # two warm-up products
-            best = min(best, time.perf_counter() - start)
+    with torch.inference_mode():
+        for rep in range(reps + 2):
+            start = time.perf_counter()
+            torch.ops.mkldnn._linear_pointwise(a, w, None, "none", [], "")
+            if rep >= 2:  # two warm-up products
+                best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best / 1e9
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py --quick          # < 1 min: 2 architectures, 32 images
     python benchmarks/run.py                  # BENCHMARKS.md's figures (ViT-B/32, ViT-B/16, RN50
-                                              # and the zoo; 256 images; then the trade-offs)
+                                              # and the zoo; 128 images, best of 2 runs; then the trade-offs)
     python benchmarks/run.py --wait-quiet     # first wait for an idle machine (load < 1)
 
 Other options are passed to bench_extraction.py (see its --help). The combiner, analysis and
@@ -22,7 +22,7 @@ import _machine  # noqa: E402
 import bench_extraction  # noqa: E402
 import bench_tradeoffs  # noqa: E402
 
-QUICK = ["--images", "32", "--batch-size", "16"]
+QUICK = ["--images", "32", "--batch-size", "16", "--reps", "1"]
 QUICK_SPECS = ("ViT-B-32", "RN50")
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clipfuse.backbones.allocator import keep_freed_memory
+from clipfuse.backbones.cpu_kernels import restore_default_kernels, use_onednn_kernels
 from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, parse_backbone_spec
 from clipfuse.backbones.weights import resolve_hub_dir, resolve_tag_checkpoint
 from clipfuse.errors import BackboneError
@@ -26,6 +28,7 @@ from clipfuse.hashing import file_sha256
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_CONV_CHUNK = 8  # images per forward for a channels-last ResNet on a CPU (see encode_images)
+CPU_TOKEN_CHUNK = 1600  # tokens per forward for a ViT on a CPU (see encode_images)
 
 
 @dataclass
@@ -84,17 +87,26 @@ class Backbone:
         )
 
     channels_last = False  # set by `to`: ResNets on a CPU get channels-last pixels
+    chunk_images: int | None = None  # set by `to`: images per forward on a CPU (None: all)
 
     def to(self, device: str | torch.device = "cpu", precision: str = "fp32") -> Backbone:
-        """Move the model. A ResNet on a CPU is then fed channels-last pixels, oneDNN's native
-        layout for convolutions (see `encode_images`); its parameters are left as they are, so
-        `model.state_dict()` stays contiguous (safetensors refuses anything else)."""
+        """Move the model. On a CPU, a ResNet is then fed channels-last pixels, oneDNN's native
+        layout for convolutions, linear layers and attention run on oneDNN's kernels
+        (`cpu_kernels`) and freed activation memory is reused (`allocator`); parameters are left as they are, so `model.state_dict()` stays
+        contiguous (safetensors refuses anything else)."""
         if precision not in PRECISIONS:
             raise BackboneError(f"unknown precision {precision!r} (use fp32, bf16 or fp16)")
         self.device = torch.device(device)
         self.precision = precision
         self.model.to(self.device)
-        self.channels_last = self.device.type == "cpu" and self.info.family == "resnet"
+        on_cpu = self.device.type == "cpu"
+        self.channels_last = on_cpu and self.info.family == "resnet"
+        self.chunk_images = _cpu_chunk_images(self.model, self.info.family) if on_cpu else None
+        if on_cpu:
+            use_onednn_kernels(self.model)
+            keep_freed_memory()
+        else:
+            restore_default_kernels(self.model)
         return self
 
     def _autocast(self):
@@ -106,17 +118,16 @@ class Backbone:
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) preprocessed pixels -> (N, D) float32, L2-normalised.
 
-        A ResNet on a CPU encodes CPU_CONV_CHUNK channels-last images per forward: no layout
-        reorder per layer, and the activations of a few images stay in cache (RN50 on 2 cores:
-        12 images/s in one NCHW batch of 64, 23 in channels-last chunks of 8; BENCHMARKS.md)."""
+        On a CPU the batch is encoded in chunks (`chunk_images`): the activations of a few images
+        stay in cache, and stay below glibc's mmap threshold (32 MB) so that their memory is
+        reused instead of being mapped and page-faulted again in every layer (ViT-B/16, batch
+        64 on 2 cores: 15.0 s in one forward, 11.9 s in chunks of 8, a fifth of it was kernel
+        time). A ResNet's chunks are channels-last: no layout reorder per layer (RN50: 12
+        images/s in one NCHW batch of 64, 23 in channels-last chunks of 8; BENCHMARKS.md)."""
         pixels = pixels.to(self.device, non_blocking=True)
+        chunks = [pixels] if self.chunk_images is None else list(pixels.split(self.chunk_images))
         if self.channels_last:
-            chunks = [
-                c.contiguous(memory_format=torch.channels_last)
-                for c in pixels.split(CPU_CONV_CHUNK)
-            ]
-        else:
-            chunks = [pixels]
+            chunks = [c.contiguous(memory_format=torch.channels_last) for c in chunks]
         with self._autocast():
             feats = torch.cat([self.model.encode_image(chunk) for chunk in chunks])
         return F.normalize(feats.float(), dim=-1)
@@ -128,6 +139,17 @@ class Backbone:
         with self._autocast():
             feats = self.model.encode_text(tokens)
         return F.normalize(feats.float(), dim=-1)
+
+
+def _cpu_chunk_images(model: torch.nn.Module, family: str) -> int | None:
+    """Images per forward on a CPU: CPU_CONV_CHUNK for a ResNet, CPU_TOKEN_CHUNK tokens' worth
+    for an open_clip ViT (ViT-B/32: 32 images, ViT-B/16: 8), all at once otherwise."""
+    if family == "resnet":
+        return CPU_CONV_CHUNK
+    grid = getattr(getattr(model, "visual", None), "grid_size", None)
+    if family == "vit" and grid is not None:
+        return max(1, CPU_TOKEN_CHUNK // (int(grid[0]) * int(grid[1]) + 1))
+    return None
 
 
 def _model_family(model_cfg: dict[str, Any]) -> str:

@@ -220,8 +220,13 @@ def encode_stream(
 def preprocess_key(backbone: Backbone) -> str:
     """Equal keys mean equal preprocessing, so one decoded image is transformed once for all of
     them. The recorded open_clip config is complete but describes the default transform only; the
-    transform's repr is added so that a replaced `backbone.preprocess` is not shared by mistake."""
-    return json.dumps(backbone.info.preprocess, sort_keys=True) + repr(backbone.preprocess)
+    transform's repr is added so that a replaced `backbone.preprocess` is not shared by mistake.
+    A square size is written as one number (configs say 224 or [224, 224] for the same thing)."""
+    config = dict(backbone.info.preprocess)
+    size = config.get("size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and size[0] == size[1]:
+        config["size"] = size[0]
+    return json.dumps(config, sort_keys=True) + repr(backbone.preprocess)
 
 
 def _group_by_shard(positions: list[int], shard_size: int):
