@@ -3,8 +3,9 @@
 Five ways to get every backbone's image features for the same images, in one process:
 
   clipfuse        `clipfuse.extraction.extract` into a fresh float32 store: each image decoded
-                  once in DataLoader workers, each backbone's own preprocessing applied there,
-                  the encoders run in the main process
+                  once (in DataLoader workers, or between batches where its default picks no
+                  workers), each backbone's own preprocessing applied to it, the encoders run
+                  in the main process
   plain loop      what users write today: for each backbone (a fresh open_clip model), for
                   each image PIL open -> preprocess -> batch -> encode_image (every image
                   decoded again per backbone, in the main process)
@@ -382,7 +383,7 @@ def open_setup(args) -> Setup:
     backbones = [
         load_backbone(s, device=args.device, precision=args.precision) for s in args.backbone
     ]
-    workers = default_workers() if args.workers is None else args.workers
+    workers = default_workers(backbones) if args.workers is None else args.workers
     setup = Setup(backbones, dataset, args.batch_size, workers, args.device, args.precision)
     setup.classes = sorted(set(dataset.labels.tolist()))
     return setup

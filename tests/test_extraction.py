@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import (
     REPO,
     RN_TINY,
@@ -296,3 +297,24 @@ def test_decode_workers_give_the_same_features(tmp_path, image_folder, tiny_back
     a, b = FeatureStore(tmp_path / "a"), FeatureStore(tmp_path / "b")
     for key in a.entries():
         np.testing.assert_array_equal(a.entry(key).read().features, b.entry(key).read().features)
+
+
+def test_default_workers_leave_a_small_cpu_to_heavy_encoders(monkeypatch):
+    """On 2 cores, encoders of >= 1 GFLOP per image decode between batches (no workers); light
+    encoders, GPU encoders and bigger machines keep decoding in workers."""
+    from types import SimpleNamespace
+
+    from clipfuse.extraction.engine import default_workers
+
+    def fake(gflops: float, device: str = "cpu"):
+        return SimpleNamespace(
+            info=SimpleNamespace(image_gflops=gflops), device=torch.device(device)
+        )
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert default_workers([fake(8.8), fake(0.01)]) == 0
+    assert default_workers([fake(0.5), fake(0.4)]) == 2  # the zoo: decode-bound
+    assert default_workers([fake(8.8, "cuda")]) == 2
+    assert default_workers() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert default_workers([fake(8.8)]) == 4

@@ -10,7 +10,7 @@ difference ~1e-6).
 Nothing is copied or renamed: the weights stay the modules' own dense parameters (state_dict,
 saving and training are unaffected). Each module gets an instance `forward` that falls back to
 the class's own forward whenever the fast one does not apply: gradients needed, autocast on,
-another dtype or device, or attention arguments it does not handle. Set
+another dtype or device, attention arguments it does not handle, or under `torch.compile`. Set
 `CLIPFUSE_CPU_KERNELS=default` to keep torch's own kernels (bit-parity with plain open_clip).
 """
 
@@ -61,6 +61,7 @@ def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and weight.dtype == torch.float32
         and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
         and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()  # inductor lowers torch's ops itself
     )
 
 

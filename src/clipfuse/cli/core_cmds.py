@@ -125,7 +125,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="decode workers (default: up to 4)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decode workers (default: up to 4; none on a 2-core CPU with encoders of >= 1 GFLOP)",
+    )
     p.add_argument("--shard-size", type=int, default=1024)
     p.add_argument(
         "--feature-dtype",

@@ -42,7 +42,7 @@ def _batches(backbones, needed, dataset, batch_size, num_workers, progress):
         transforms[k] = backbones[b].preprocess
     loader = DataLoader(
         DecodeOnceDataset(dataset, range(len(dataset)), transforms, ShardNeeds(None, 1, len(needed))),
-        batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers,
+        batch_size=batch_size, num_workers=default_workers([backbones[b] for b in needed]) if num_workers is None else num_workers,
         collate_fn=collate_decoded,
     )  # fmt: skip
     with tqdm(total=len(dataset), unit="img", desc="predict", disable=not progress) as bar:

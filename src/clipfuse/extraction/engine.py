@@ -85,8 +85,24 @@ def entry_provenance(
     }
 
 
-def default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1)))
+HEAVY_GFLOPS_PER_IMAGE = 1.0  # encoders at least this costly keep a small CPU busy on their own
+
+
+def default_workers(backbones: Sequence[Backbone] = ()) -> int:
+    """Decode workers when none are asked for.
+
+    Workers overlap decoding with encoding, which pays when cores are spare or the encoders are
+    light (the zoo's 32-pixel models are decode-bound). On a CPU with at most 2 cores, encoders
+    of HEAVY_GFLOPS_PER_IMAGE or more use every core already, and workers decoding beside them
+    slow them down more than decoding in between batches costs: 7 backbones (ViT-B/32, ViT-B/16,
+    RN50 + zoo), 128 ImageNet JPEGs, 2 cores: extraction / pure forward time 1.04-1.06 with 2
+    workers, 1.02 with none (BENCHMARKS.md).
+    """
+    cores = os.cpu_count() or 1
+    heavy = sum(b.info.image_gflops or 0.0 for b in backbones) >= HEAVY_GFLOPS_PER_IMAGE
+    if backbones and cores <= 2 and heavy and all(b.device.type == "cpu" for b in backbones):
+        return 0
+    return max(1, min(4, cores))
 
 
 def extract(
@@ -202,7 +218,7 @@ def encode_stream(
             share_keys=[preprocess_key(b) for b in backbones],
         ),
         batch_size=batch_size,
-        num_workers=default_workers() if num_workers is None else num_workers,
+        num_workers=default_workers(backbones) if num_workers is None else num_workers,
         collate_fn=collate_decoded,
         pin_memory=any(b.device.type == "cuda" for b in backbones),
         worker_init_fn=reopen_reader,
