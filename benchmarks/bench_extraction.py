@@ -540,7 +540,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--reps", type=int, default=2, help="runs per path (best is kept)")
+    parser.add_argument("--reps", type=int, default=3, help="runs per path (best is kept)")
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--skip-clip-benchmark", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")

@@ -2,7 +2,7 @@
 
     python benchmarks/run.py --quick          # < 1 min: 2 architectures, 32 images
     python benchmarks/run.py                  # BENCHMARKS.md's figures (ViT-B/32, ViT-B/16, RN50
-                                              # and the zoo; 128 images, best of 2 runs; then the trade-offs)
+                                              # and the zoo; 128 images, best of 3 runs; then the trade-offs)
     python benchmarks/run.py --wait-quiet     # first wait for an idle machine (load < 1)
 
 Other options are passed to bench_extraction.py (see its --help). The combiner, analysis and
