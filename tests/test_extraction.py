@@ -318,3 +318,19 @@ def test_default_workers_leave_a_small_cpu_to_heavy_encoders(monkeypatch):
     assert default_workers() == 2
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert default_workers([fake(8.8)]) == 4
+
+
+def test_stale_gflops_record_is_rewritten(tmp_path, tiny_backbones, image_folder):
+    """A backbone-info record from an older count is brought up to date by the next extract
+    (features untouched: it is a no-op for them)."""
+    vit = tiny_backbones["vit"]
+    dataset = open_dataset(f"imagefolder:{image_folder}", "all")
+    store = FeatureStore(tmp_path / "store")
+    extract([vit], dataset, store, num_workers=0, progress=False)
+    key = vit.info.fingerprint
+    stale = {**store.get_array_set("backbone-info", key).metadata, "image_gflops": 1e-9}
+    store.put_array_set("backbone-info", key, {}, stale)
+    again = extract([vit], dataset, store, num_workers=0, progress=False)
+    assert again.images_processed == 0
+    recorded = store.get_array_set("backbone-info", key).metadata["image_gflops"]
+    assert recorded == vit.info.image_gflops

@@ -272,8 +272,12 @@ def _flush(
 
 
 def _write_backbone_info(store: FeatureStore, backbone: Backbone) -> None:
-    """Metadata later steps need without loading the model (GFLOPs for cascades and budgets)."""
-    if store.get_array_set("backbone-info", backbone.info.fingerprint) is None:
+    """Metadata later steps need without loading the model (GFLOPs for cascades and budgets).
+    Rewritten when the GFLOPs count changed (counts before 2026-11-23 missed a ViT's attention
+    projections), so budgets and trade-off plots read the current figure."""
+    existing = store.get_array_set("backbone-info", backbone.info.fingerprint)
+    gflops = backbone.info.image_gflops
+    if existing is None or (gflops is not None and existing.metadata.get("image_gflops") != gflops):
         store.put_array_set("backbone-info", backbone.info.fingerprint, {}, backbone.info.to_dict())
 
 
