@@ -25,7 +25,8 @@ import torch
 from conftest import CIFAR10_CLASSES, RN_TINY, TINY_SPECS, VIT_TINY, shared_path
 
 from clipfuse.cli import build_parser, main
-from clipfuse.combiners import list_combiners, make_combiner
+from clipfuse.combiners import list_combiners
+from clipfuse.combiners._compose import build_combiner
 from clipfuse.evaluation import runner
 from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.runner import evaluate_methods
@@ -123,12 +124,12 @@ def _traced_run(monkeypatch, train, test):
     """evaluate_methods on a few learned methods, keeping every combiner it fitted."""
     fitted = []
 
-    def spy(name, **params):
-        combiner = make_combiner(name, **params)
+    def spy(name, *args, **params):
+        combiner = build_combiner(name, *args, **params)
         fitted.append((name, combiner))
         return combiner
 
-    monkeypatch.setattr(runner, "make_combiner", spy)
+    monkeypatch.setattr(runner, "build_combiner", spy)
     result = evaluate_methods(
         train,
         test,

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from synthetic import torch_threads
 
 from clipfuse.combiners import combiner_from_state, list_combiners, make_combiner
+from clipfuse.combiners.folds import stratified_folds, stratified_split
 from clipfuse.errors import FitError
 from clipfuse.heads import (
     HEAD_COMBINER_NAMES,
@@ -27,7 +28,6 @@ from clipfuse.heads import (
     fit_logistic,
     loo_search,
 )
-from clipfuse.heads.folds import stratified_folds, stratified_split
 
 FAST = {"inner_params": {"steps": 60}}  # NLC inner: enough to run, not to converge
 

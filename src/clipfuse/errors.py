@@ -23,5 +23,9 @@ class ProvenanceMismatchError(StoreError):
     """An existing store entry was made from different weights, preprocessing or data."""
 
 
-class FitError(ClipfuseError):
+class FitError(ClipfuseError, ValueError):
     """A combiner cannot be fitted: too few shots, wrong shapes, mismatched class counts."""
+
+
+class NotFittedError(FitError, AttributeError):
+    """A combiner was asked to predict, score or save before ``fit`` (scikit-learn's name)."""

@@ -6,9 +6,6 @@
 >>> sub = make_combiner("subset_nlc", gflops=bundle.gflops, budget_gflops=80).fit(f, z, y)
 """
 
-# The combiner registry lists the classes defined here, so the combiners package must finish
-# importing first; this line makes any import order work (e.g. importing this package first).
-import clipfuse.combiners  # noqa: F401, I001
 from clipfuse.cascade.cascade import Cascade
 from clipfuse.cascade.costs import cost_info, fill_costs, resolve_costs
 from clipfuse.cascade.curves import (

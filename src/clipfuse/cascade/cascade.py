@@ -30,15 +30,17 @@ from clipfuse.cascade.threshold import (
     threshold_for_accuracy,
     threshold_for_cost,
 )
+from clipfuse.combiners._compose import build_combiner, learns_from_labels
 from clipfuse.combiners.base import ArrayLike, Combiner, FeaturesLike
+from clipfuse.combiners.folds import can_crossfit
+from clipfuse.combiners.registry import combiner_from_state, make_combiner, register_combiner
 from clipfuse.errors import FitError
-from clipfuse.heads.folds import can_crossfit
-from clipfuse.heads.stack import learns_from_labels, make_inner_combiner
 
 # fetch(backbone, rows) -> (features (r, D_b), zero-shot logits (r, C)) of those input rows
 Fetch = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
+@register_combiner(groups=("compute",))
 class Cascade(Combiner):
     """Cheapest-first cascade of prefix controllers with a calibrated confidence exit.
 
@@ -51,6 +53,8 @@ class Cascade(Combiner):
     name = "cascade"
     uses_features = True
     min_per_class = 1
+    supports_staged = True
+    nested_params = {"controller": "controller_params"}
 
     def __init__(
         self,
@@ -95,9 +99,18 @@ class Cascade(Combiner):
             raise FitError("cascade: calibration_folds must be 0 (in-sample) or >= 2")
         self._new_controller()  # an unknown controller name fails here
 
+    def _nested_defaults(self, prefix: str) -> dict[str, Any]:
+        defaults = make_combiner(self.controller).get_params(deep=True)
+        defaults.pop("device", None)
+        return defaults
+
+    def required_backbones(self) -> list[int]:
+        self._check_fitted()
+        return list(self.required_backbones_)
+
     def _new_controller(self) -> Combiner:
         params = dict(self.controller_params or {})
-        return make_inner_combiner(self.controller, params, int(self.seed), self.device)
+        return build_combiner(self.controller, params, seed=int(self.seed), device=self.device)
 
     def _resolve_order(self, costs: list[float]) -> list[int]:
         b = len(costs)
@@ -259,8 +272,6 @@ class Cascade(Combiner):
         return meta, tensors
 
     def _set_fitted(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        from clipfuse.combiners.registry import combiner_from_state
-
         self.order_ = [int(i) for i in meta["order"]]
         self.required_backbones_ = list(self.order_)
         self.stage_costs_ = [float(c) for c in meta["stage_costs"]]

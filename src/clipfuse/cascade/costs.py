@@ -53,17 +53,17 @@ def cost_info(
     chosen backbones; every other combiner runs all backbones. ``None`` when a cost is unknown.
     """
     known = bool(gflops) and None not in gflops
-    if hasattr(combiner, "predict_with_cost"):
+    if combiner.supports_staged:
         _, cost, used = combiner.predict_with_cost(features, logits)
         in_gflops = combiner.cost_unit_ == GFLOPS
         return {
             "backbones_per_image": float(used.float().mean()),
             "gflops_per_image": float(cost.mean()) if in_gflops else None,
         }
-    required = list(getattr(combiner, "required_backbones_", range(len(names))))
+    required = combiner.required_backbones()
     info = {"backbones_per_image": float(len(required))}
     info["gflops_per_image"] = sum(float(gflops[b]) for b in required) if known else None
-    if hasattr(combiner, "required_backbones_"):
+    if combiner.selects_backbones:
         info["backbones"] = [names[b] for b in required]
     return info
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from clipfuse.combiners.base import Combiner
-from clipfuse.heads.folds import stratified_folds
+from clipfuse.combiners.folds import stratified_folds
 
 
 def crossfit_proba(
@@ -20,7 +20,7 @@ def crossfit_proba(
 ) -> torch.Tensor:
     """(N, C) probabilities, row i from a fresh ``make()`` fitted on the folds without row i.
 
-    Needs >= 2 rows per class (``clipfuse.heads.folds.can_crossfit``) so every training fold
+    Needs >= 2 rows per class (``clipfuse.combiners.folds.can_crossfit``) so every training fold
     holds every class.
     """
     fold = stratified_folds(y, num_folds, seed)

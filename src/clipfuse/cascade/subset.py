@@ -32,10 +32,12 @@ import torch.nn.functional as F
 
 from clipfuse.cascade.costs import resolve_costs
 from clipfuse.cascade.crossfit import crossfit_proba
+from clipfuse.combiners._compose import build_combiner
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.calibration import CalibratedMean
+from clipfuse.combiners.folds import can_crossfit
+from clipfuse.combiners.registry import combiner_from_state, make_combiner, register_combiner
 from clipfuse.errors import FitError
-from clipfuse.heads.folds import can_crossfit
-from clipfuse.heads.stack import make_inner_combiner
 
 PROXIES = ("calibrated_mean", "mean_logits")
 SEARCHES = (*PROXIES, "nlc")
@@ -57,8 +59,6 @@ def proxy_logits(z: torch.Tensor, y: torch.Tensor, proxy: str) -> torch.Tensor:
     """(B, N, C) logits the search ensembles: raw, or each backbone temperature-scaled."""
     if proxy == "mean_logits":
         return z
-    from clipfuse.combiners.calibration import CalibratedMean
-
     cal = CalibratedMean(device=str(z.device)).fit(None, z, y)
     return z / cal.temperatures_.view(-1, 1, 1)
 
@@ -194,6 +194,7 @@ def shortlist(
     return picked[:size]
 
 
+@register_combiner(groups=("compute",))
 class SubsetNLC(Combiner):
     """NLC (or ``controller``) over the best backbone subset within ``budget_gflops``.
 
@@ -207,6 +208,8 @@ class SubsetNLC(Combiner):
     name = "subset_nlc"
     uses_features = True
     min_per_class = 1
+    nested_params = {"controller": "controller_params"}
+    selects_backbones = True
 
     def __init__(
         self,
@@ -241,9 +244,18 @@ class SubsetNLC(Combiner):
         if self.budget_gflops is not None and self.budget_gflops <= 0:
             raise FitError(f"subset_nlc: budget_gflops must be > 0; got {self.budget_gflops}")
 
+    def _nested_defaults(self, prefix: str) -> dict[str, Any]:
+        defaults = make_combiner(self.controller).get_params(deep=True)
+        defaults.pop("device", None)
+        return defaults
+
+    def required_backbones(self) -> list[int]:
+        self._check_fitted()
+        return list(self.required_backbones_)
+
     def _new_controller(self) -> Combiner:
         params = dict(self.controller_params or {})
-        return make_inner_combiner(self.controller, params, int(self.seed), self.device)
+        return build_combiner(self.controller, params, seed=int(self.seed), device=self.device)
 
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
         assert features is not None
@@ -301,8 +313,6 @@ class SubsetNLC(Combiner):
         return meta, {f"inner.{k}": v for k, v in self.inner_.state_dict().items()}
 
     def _set_fitted(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        from clipfuse.combiners.registry import combiner_from_state
-
         self.subset_ = [int(i) for i in meta["subset"]]
         self.required_backbones_ = list(self.subset_)
         self.subset_cost_, self.cost_unit_ = float(meta["subset_cost"]), str(meta["cost_unit"])

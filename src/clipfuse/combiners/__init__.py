@@ -14,8 +14,11 @@ from clipfuse.combiners.oracle import oracle_accuracy, oracle_correct
 from clipfuse.combiners.registry import (
     combiner_class,
     combiner_from_state,
+    expand_methods,
     list_combiners,
     make_combiner,
+    method_groups,
+    register_combiner,
 )
 from clipfuse.combiners.static import BestSingle, MajorityVote, MaxConfidence, MeanLogits, MeanProba
 from clipfuse.combiners.super_learner import SuperLearner
@@ -35,10 +38,13 @@ __all__ = [
     "combiner_class",
     "combiner_from_state",
     "evaluate_chunks",
+    "expand_methods",
     "iter_chunks",
     "list_combiners",
     "make_combiner",
+    "method_groups",
     "oracle_accuracy",
     "oracle_correct",
     "predict_chunks",
+    "register_combiner",
 ]

@@ -8,6 +8,7 @@ as ``config()`` (JSON) + ``state_dict()`` (tensors for safetensors) and rebuilt 
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -16,12 +17,13 @@ import numpy as np
 import torch
 
 from clipfuse.combiners._optim import threads_for
-from clipfuse.errors import FitError
+from clipfuse.errors import FitError, NotFittedError
 
 ArrayLike = torch.Tensor | np.ndarray
 FeaturesLike = Sequence[ArrayLike] | None
 
 STATE_FORMAT_VERSION = 1
+SCORE_CHUNK = 4096  # rows per predict call in score()
 
 
 def to_tensor(x: ArrayLike, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
@@ -71,8 +73,13 @@ class Combiner:
     """
 
     name: ClassVar[str] = ""
+    # Declared capabilities (read these instead of probing with hasattr):
     uses_features: ClassVar[bool] = False  # True: features are required in fit and predict
     min_per_class: ClassVar[int] = 0  # examples per class that fit needs (1 for learned weights)
+    has_temperatures: ClassVar[bool] = False  # predict_temperatures(features) -> (N, B)
+    supports_staged: ClassVar[bool] = False  # run_staged / predict_with_cost (cascades)
+    selects_backbones: ClassVar[bool] = False  # fit picks a subset (see required_backbones)
+    nested_params: ClassVar[dict[str, str]] = {}  # get/set_params prefix -> its params dict
 
     def __init__(self, *, device: str = "cpu") -> None:
         self.device = device
@@ -83,21 +90,44 @@ class Combiner:
         sig = inspect.signature(cls.__init__)
         return [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY]
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters as a JSON-serialisable dict."""
-        return {k: getattr(self, k) for k in self._param_names()}
+    def _nested_defaults(self, prefix: str) -> dict[str, Any]:
+        """Default parameters of the component behind ``prefix`` (composed combiners)."""
+        return {}
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters; with ``deep``, a composed combiner's components too, as
+        ``prefix__name`` (e.g. ``inner__steps`` of ``lp_nlc``), defaults included."""
+        params = {k: getattr(self, k) for k in self._param_names()}
+        if deep:
+            for prefix, attr in self.nested_params.items():
+                nested = {**self._nested_defaults(prefix), **dict(params.get(attr) or {})}
+                params.update({f"{prefix}__{k}": v for k, v in nested.items()})
+        return params
 
     def set_params(self, **params: Any) -> Combiner:
-        """Change constructor parameters; unknown names are a FitError (typos fail loudly)."""
+        """Change constructor parameters; ``prefix__name`` routes to a component's parameter
+        dict. Unknown names are a FitError (typos fail loudly)."""
         known = self._param_names()
         for key, value in params.items():
-            if key not in known:
-                raise FitError(f"{type(self).__name__} has no parameter {key!r}; known: {known}")
-            setattr(self, key, value)
+            prefix, sep, inner = key.partition("__")
+            if sep and prefix in self.nested_params:
+                attr = self.nested_params[prefix]
+                setattr(self, attr, {**dict(getattr(self, attr) or {}), inner: value})
+            elif key in known:
+                setattr(self, key, value)
+            else:
+                nested = [f"{p}__..." for p in self.nested_params]
+                raise FitError(
+                    f"{type(self).__name__} has no parameter {key!r}; known: {known + nested}"
+                )
         return self
 
+    def clone(self) -> Combiner:
+        """An unfitted copy with the same parameters (scikit-learn's ``clone``)."""
+        return type(self)(**copy.deepcopy(self.get_params(deep=False)))
+
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params(deep=False).items())
         return f"{type(self).__name__}({args})"
 
     def _validate_params(self) -> None:
@@ -162,13 +192,22 @@ class Combiner:
     # ---- estimator API -------------------------------------------------------------------
     @property
     def is_fitted(self) -> bool:
-        return hasattr(self, "num_backbones_")
+        return "num_backbones_" in self.__dict__
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
-            raise FitError(
+            raise NotFittedError(
                 f"{type(self).__name__} is not fitted yet; call fit(features, logits, y) first"
             )
+
+    def required_backbones(self) -> list[int]:
+        """Positions of the backbones prediction reads (all of them unless a subset was chosen)."""
+        self._check_fitted()
+        return list(range(self.num_backbones_))
+
+    def chosen_backbone(self) -> int | None:
+        """The single backbone a selection method picked on its hold-out (None: it fuses)."""
+        return None
 
     def fit(self, features: FeaturesLike, logits: ArrayLike, y: ArrayLike) -> Combiner:
         """Learn from a labelled hold-out (never the test split); returns ``self``."""
@@ -207,6 +246,21 @@ class Combiner:
         """(N,) int64 predicted classes."""
         return self.predict_logits(features, logits).argmax(dim=-1)
 
+    def score(self, features: FeaturesLike, logits: ArrayLike, y: ArrayLike) -> float:
+        """Top-1 accuracy on labelled data (scikit-learn's ``ClassifierMixin.score``), computed
+        in chunks of rows so that large test sets fit in memory."""
+        self._check_fitted()
+        b, n, c = check_logits(logits)
+        check_labels(y, n, c)
+        labels = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+        correct = 0
+        for start in range(0, n, SCORE_CHUNK):
+            rows = slice(start, min(n, start + SCORE_CHUNK))
+            feats = None if features is None else [f[rows] for f in features]
+            pred = self.predict(feats, logits[:, rows]).cpu()
+            correct += int((pred == labels[rows].cpu()).sum())
+        return correct / n
+
     # ---- subclass hooks ------------------------------------------------------------------
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
         """Static combiners learn nothing."""
@@ -236,7 +290,7 @@ class Combiner:
         return {
             "format_version": STATE_FORMAT_VERSION,
             "name": self.name,
-            "params": self.get_params(),
+            "params": self.get_params(deep=False),
             "fitted": fitted,
         }
 

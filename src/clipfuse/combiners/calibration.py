@@ -9,6 +9,7 @@ import torch
 
 from clipfuse.combiners._optim import minimise_lbfgs, per_backbone_nll
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.registry import register_combiner
 from clipfuse.errors import FitError
 
 # Temperatures are kept in [1e-2, 1e2]: on a hold-out the backbone classifies perfectly the NLL
@@ -16,6 +17,7 @@ from clipfuse.errors import FitError
 _LOG_T_BOUND = math.log(100.0)
 
 
+@register_combiner(groups=("core",))
 class CalibratedMean(Combiner):
     """Mean of ``z_b / T_b`` with one temperature per backbone fitted by NLL minimisation.
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from clipfuse.combiners.gating import ControllerCombiner
+from clipfuse.combiners.registry import register_combiner
 
 
+@register_combiner(groups=("core",))
 class MixtureOfExperts(ControllerCombiner):
     """``fused(x) = sum_b g_b(x) z_b(x)`` with ``g(x) = softmax(MLP([h_1(x); ...; h_B(x)]))``.
 

@@ -8,11 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from clipfuse.combiners.gating import ControllerCombiner, controller_input
+from clipfuse.combiners.registry import register_combiner
 from clipfuse.errors import FitError
 
 POSITIVITY = ("softplus", "exp")
 
 
+@register_combiner(groups=("core",))
 class NLC(ControllerCombiner):
     """``fused(x) = sum_b z_b(x) / t_b(x)`` with ``t(x) = pos(MLP([h_1(x); ...; h_B(x)]))``.
 
@@ -29,6 +31,7 @@ class NLC(ControllerCombiner):
     """
 
     name = "nlc"
+    has_temperatures = True
 
     def __init__(
         self,

@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.registry import register_combiner
 
 
+@register_combiner(groups=("core",))
 class BestSingle(Combiner):
     """The one backbone with the highest accuracy on the hold-out given to ``fit``.
 
@@ -36,6 +38,10 @@ class BestSingle(Combiner):
     def _predict_logits(self, features: list[torch.Tensor] | None, z: torch.Tensor) -> torch.Tensor:
         return z[self.chosen_]
 
+    def chosen_backbone(self) -> int | None:
+        self._check_fitted()
+        return self.chosen_
+
     def _get_fitted(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         return {"chosen": self.chosen_}, {
             "holdout_accuracy": self.holdout_accuracy_,
@@ -48,6 +54,7 @@ class BestSingle(Combiner):
         self.holdout_nll_ = tensors["holdout_nll"]
 
 
+@register_combiner(groups=("core",))
 class MeanLogits(Combiner):
     """Average of the backbones' logits."""
 
@@ -57,6 +64,7 @@ class MeanLogits(Combiner):
         return z.mean(dim=0)
 
 
+@register_combiner(groups=("core",))
 class MeanProba(Combiner):
     """Average of the backbones' softmax probabilities; returns log(mean p) as its logits."""
 
@@ -67,6 +75,7 @@ class MeanProba(Combiner):
         return torch.logsumexp(torch.log_softmax(z, dim=-1), dim=0) - math.log(z.shape[0])
 
 
+@register_combiner(groups=("core",))
 class MajorityVote(Combiner):
     """Each backbone votes for its argmax; ties are broken by the summed probability.
 
@@ -85,6 +94,7 @@ class MajorityVote(Combiner):
         return torch.log((score / (b + 0.5)).clamp_min(torch.finfo(score.dtype).tiny))
 
 
+@register_combiner(groups=("core",))
 class MaxConfidence(Combiner):
     """Per input, the logits of the backbone whose top softmax probability is highest."""
 

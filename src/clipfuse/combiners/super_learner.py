@@ -10,9 +10,11 @@ import torch.nn.functional as F
 
 from clipfuse.combiners._optim import minimise_lbfgs
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.registry import register_combiner
 from clipfuse.errors import FitError
 
 
+@register_combiner(groups=("core",))
 class SuperLearner(Combiner):
     """``sum_b w_b z_b`` with ``w_b = softplus(a_b) >= 0`` fitted by cross-entropy (L-BFGS).
 

@@ -64,11 +64,9 @@ def predict_images(
     """(predictions, failures): one dict per readable image, one per unreadable one."""
     dataset = files_dataset(paths)
     combiner = ensemble.combiner
-    needed = [
-        int(b) for b in getattr(combiner, "required_backbones_", range(len(ensemble.backbones)))
-    ]
+    needed = [int(b) for b in combiner.required_backbones()]
     backbones = dict(zip(needed, ensemble.load_backbones(device=device, only=needed)))
-    staged = hasattr(combiner, "run_staged")
+    staged = combiner.supports_staged
     predictions: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     if staged:
@@ -94,7 +92,7 @@ def predict_images(
         else:
             features, logits = _full_inputs(ensemble, needed, batch, len(ok_positions))
             proba = combiner.predict_proba(features, logits).cpu()
-            if hasattr(combiner, "predict_temperatures"):
+            if combiner.has_temperatures:
                 temps = combiner.predict_temperatures(features).cpu()
         values, classes = proba.topk(min(top_k, proba.shape[1]), dim=1)
         for row, position in enumerate(ok_positions):

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from clipfuse.cascade.costs import cost_info, fill_costs
-from clipfuse.combiners import BestSingle, list_combiners, make_combiner, oracle_accuracy
+from clipfuse.cascade.costs import cost_info
+from clipfuse.combiners import BestSingle, oracle_accuracy
+from clipfuse.combiners._compose import build_combiner
+from clipfuse.combiners.registry import expand_methods, list_combiners
 from clipfuse.errors import FitError
 from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.metrics import topk_accuracy
@@ -160,62 +162,7 @@ def _row(
     return row
 
 
-CORE_METHODS = [
-    "best_single",
-    "mean_logits",
-    "mean_proba",
-    "majority_vote",
-    "max_confidence",
-    "calibrated_mean",
-    "super_learner",
-    "moe",
-    "nlc",
-]
-METHOD_GROUPS = {
-    "core": CORE_METHODS,  # zero-shot logits: static ensembles, Super Learner, MoE, NLC
-    "heads": [
-        "lp",
-        "lp_mean",
-        "lp_super_learner",
-        "lp_nlc",
-        "tip",
-        "tip_mean",
-        "tip_super_learner",
-        "tip_nlc",
-        "tipf",
-        "tipf_mean",
-        "tipf_super_learner",
-        "tipf_nlc",
-    ],
-    "compute": ["cascade", "subset_nlc"],
-}
-
-
-def expand_methods(methods: list[str]) -> list[str]:
-    """Names and groups ('core', 'heads', 'compute', 'all') -> registered combiner names."""
-    known = list_combiners()
-    out: list[str] = []
-    for m in methods:
-        group = known if m == "all" else METHOD_GROUPS.get(m, [m])
-        for name in group:
-            if name not in known:
-                raise FitError(
-                    f"unknown method {name!r} (known: {', '.join(known)}; groups: all, {', '.join(METHOD_GROUPS)})"
-                )
-            if name not in out:
-                out.append(name)
-    return out
-
-
-def _predict_top1(combiner, test: ViewBundle) -> float:
-    correct = 0
-    n = test.labels.numel()
-    for start in range(0, n, PREDICT_CHUNK):
-        sl = slice(start, min(n, start + PREDICT_CHUNK))
-        feats = [f[sl] for f in test.features]
-        pred = combiner.predict(feats, test.logits[:, sl])
-        correct += int((pred.cpu() == test.labels[sl]).sum())
-    return correct / max(n, 1)
+CORE_METHODS = list_combiners(group="core")  # static ensembles, calibrated mean, SL, MoE, NLC
 
 
 def _cost_info(combiner, test: ViewBundle) -> dict[str, Any]:
@@ -313,19 +260,17 @@ def evaluate_methods(
             chosen = BestSingle().fit(None, hold.logits, hold.labels).chosen_
             base_name, base_top1 = test.names[chosen], singles[test.names[chosen]]
             for method in methods:
-                combiner = make_combiner(method, device=device, **method_params.get(method, {}))
-                fill_costs(combiner, train.gflops)  # cascades/subsets: the store's GFLOPs
-                if hasattr(combiner, "seed") and "seed" not in method_params.get(method, {}):
-                    combiner.set_params(seed=seed)
+                combiner = build_combiner(
+                    method, method_params.get(method), seed=seed, gflops=train.gflops, device=device
+                )  # cascades/subsets get the store's GFLOPs
                 t0 = time.perf_counter()
                 combiner.fit(hold.features, hold.logits, hold.labels)
                 fit_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                top1 = _predict_top1(combiner, test)
+                top1 = combiner.score(test.features, test.logits, test.labels)
                 predict_s = time.perf_counter() - t0
-                info = (
-                    {"chosen": test.names[combiner.chosen_]} if hasattr(combiner, "chosen_") else {}
-                )
+                chosen_b = combiner.chosen_backbone()
+                info = {} if chosen_b is None else {"chosen": test.names[chosen_b]}
                 info.update(_cost_info(combiner, test))
                 if method == "nlc" and "nlc" not in result.temperatures:
                     result.temperatures["nlc"] = combiner.predict_temperatures(test.features).cpu()

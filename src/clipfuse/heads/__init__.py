@@ -5,9 +5,6 @@
 >>> lp_nlc.predict(features_test, logits_test)
 """
 
-# The combiner registry lists the classes defined here, so the combiners package must finish
-# importing first; this line makes any import order work (e.g. importing this package first).
-import clipfuse.combiners  # noqa: F401, I001
 from clipfuse.heads.base import HeadBank
 from clipfuse.heads.linear import LinearProbeHeads, fit_logistic
 from clipfuse.heads.stack import HEAD_COMBINERS, HEAD_KINDS, HeadStack

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from clipfuse.combiners.folds import stratified_folds
 from clipfuse.errors import FitError
-from clipfuse.heads.folds import stratified_folds
 
 
 def rows_of(features: list[torch.Tensor], rows: torch.Tensor) -> list[torch.Tensor]:

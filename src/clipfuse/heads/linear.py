@@ -23,9 +23,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clipfuse.combiners.folds import can_crossfit, stratified_folds
 from clipfuse.errors import FitError
 from clipfuse.heads.base import HeadBank
-from clipfuse.heads.folds import can_crossfit, stratified_folds
 
 PROTOTYPE_SCALE = 10.0  # start: cosine to the class mean x 10, a CLIP-like logit spread
 

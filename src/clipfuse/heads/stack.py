@@ -24,10 +24,12 @@ from typing import Any, ClassVar
 
 import torch
 
+from clipfuse.combiners._compose import build_combiner, learns_from_labels
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.folds import can_crossfit, stratified_split
+from clipfuse.combiners.registry import combiner_from_state, make_combiner, register_combiner
 from clipfuse.errors import FitError
 from clipfuse.heads.base import HeadBank, rows_of
-from clipfuse.heads.folds import can_crossfit, stratified_split
 from clipfuse.heads.linear import LinearProbeHeads
 from clipfuse.heads.tip import TipAdapterFHeads, TipAdapterHeads
 
@@ -35,20 +37,6 @@ HEAD_KINDS: dict[str, type[HeadBank]] = {
     cls.kind: cls for cls in (LinearProbeHeads, TipAdapterHeads, TipAdapterFHeads)
 }
 PROTOCOLS = ("crossfit", "split")
-
-
-def make_inner_combiner(name: str, params: dict[str, Any], seed: int, device: str) -> Combiner:
-    from clipfuse.combiners.registry import make_combiner  # the registry imports this module
-
-    inner = make_combiner(name, device=device, **params)
-    if "seed" in inner.get_params() and "seed" not in params:
-        inner.set_params(seed=seed)
-    return inner
-
-
-def learns_from_labels(combiner: Combiner) -> bool:
-    """Does ``fit`` learn anything (so its training rows must be honest)?"""
-    return type(combiner)._fit is not Combiner._fit
 
 
 class HeadStack(Combiner):
@@ -66,6 +54,7 @@ class HeadStack(Combiner):
     inner_name: ClassVar[str] = ""
     uses_features = True
     min_per_class = 1
+    nested_params = {"inner": "inner_params", "head": "head_params"}
 
     def __init__(
         self,
@@ -103,9 +92,7 @@ class HeadStack(Combiner):
         assert features is not None
         c, seed = z.shape[2], int(self.seed)
         heads = self._new_heads()
-        inner = make_inner_combiner(
-            self.inner_name, dict(self.inner_params or {}), seed, self.device
-        )
+        inner = build_combiner(self.inner_name, self.inner_params, seed=seed, device=self.device)
         if self.protocol == "split":
             ctrl = stratified_split(y, float(self.controller_fraction), seed, c)
             heads.fit(rows_of(features, ~ctrl), z[:, ~ctrl], y[~ctrl], c, seed)
@@ -140,6 +127,17 @@ class HeadStack(Combiner):
         assert features is not None
         return self.inner_.predict_logits(features, self.heads_.logits(features, z))
 
+    def _nested_defaults(self, prefix: str) -> dict[str, Any]:
+        if prefix != "inner":
+            return {}
+        defaults = make_combiner(self.inner_name).get_params(deep=True)
+        defaults.pop("device", None)
+        return defaults
+
+    def chosen_backbone(self) -> int | None:
+        self._check_fitted()
+        return self.inner_.chosen_backbone()
+
     @property
     def chosen_(self) -> int:
         """The backbone picked by a ``best_single`` inner combiner (AttributeError otherwise)."""
@@ -157,8 +155,6 @@ class HeadStack(Combiner):
         return meta, tensors
 
     def _set_fitted(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        from clipfuse.combiners.registry import combiner_from_state
-
         head_t = {k[len("head.") :]: v for k, v in tensors.items() if k.startswith("head.")}
         inner_t = {k[len("inner.") :]: v for k, v in tensors.items() if k.startswith("inner.")}
         heads = HEAD_KINDS[meta["heads"]["kind"]](meta["heads"]["params"], device=self.device)
@@ -191,5 +187,7 @@ def _variant(head_kind: str, suffix: str) -> type[HeadStack]:
 
 
 HEAD_COMBINERS: tuple[type[HeadStack], ...] = tuple(
-    _variant(kind, suffix) for kind in ("linear", "tip", "tipf") for suffix in _INNERS
+    register_combiner(_variant(kind, suffix), groups=("heads",))
+    for kind in ("linear", "tip", "tipf")
+    for suffix in _INNERS
 )

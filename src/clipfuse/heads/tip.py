@@ -30,9 +30,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clipfuse.combiners.folds import can_crossfit
 from clipfuse.errors import FitError
 from clipfuse.heads.base import HeadBank
-from clipfuse.heads.folds import can_crossfit
 
 DEFAULT_ALPHA = 1.0
 DEFAULT_BETA = 5.5

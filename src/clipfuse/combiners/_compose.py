@@ -1,0 +1,38 @@
+"""Building one combiner from a name: the registry lookup, the seed and the backbones' costs.
+
+Shared below ``heads/`` (a head bank fused by an inner combiner), ``cascade/`` (prefix
+controllers) and the evaluation runner, so each builds its combiners the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.registry import make_combiner
+
+
+def build_combiner(
+    name: str,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int | None = None,
+    gflops: Sequence[float | None] | None = None,
+    device: str = "cpu",
+) -> Combiner:
+    """An unfitted registered combiner with ``params``; ``seed`` fills a ``seed`` parameter the
+    params do not set, ``gflops`` fills a cost-aware combiner's unset ``gflops``."""
+    params = dict(params or {})
+    combiner = make_combiner(name, device=device, **params)
+    own = combiner.get_params(deep=False)
+    if seed is not None and "seed" in own and "seed" not in params:
+        combiner.set_params(seed=int(seed))
+    if gflops and "gflops" in own and own["gflops"] is None and None not in gflops:
+        combiner.set_params(gflops=[float(g) for g in gflops])  # type: ignore[union-attr]
+    return combiner
+
+
+def learns_from_labels(combiner: Combiner) -> bool:
+    """Does ``fit`` learn anything (so its training rows must be honest)?"""
+    return type(combiner)._fit is not Combiner._fit
