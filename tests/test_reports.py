@@ -19,6 +19,7 @@ from clipfuse.analysis import (
     complementarity_from_predictions,
     diversity_gain_correlation,
 )
+from clipfuse.cascade.curves import pareto_indices as pareto_front  # the one Pareto rule
 from clipfuse.errors import DataError
 from clipfuse.reports import (
     AccuracyDisplay,
@@ -31,7 +32,6 @@ from clipfuse.reports import (
     RobustnessDisplay,
     TemperatureDisplay,
     load_results,
-    pareto_front,
     save_analysis,
     save_evaluation,
     save_robustness,

@@ -21,6 +21,17 @@ DEMO_DATASETS = {
 }
 
 
+def demo_source(name: str = "cifar10") -> str:
+    """The source string of a shipped demo dataset (``cifar10`` or ``fashion-mnist``: 500 train
+    and 2,000 test images each, see ``demo_data/PROVENANCE.md``); works from any directory."""
+    try:
+        return DEMO_DATASETS[name]
+    except KeyError:
+        raise ClipfuseError(
+            f"unknown demo dataset {name!r}; known: {', '.join(DEMO_DATASETS)}"
+        ) from None
+
+
 def run_demo(
     out: str | Path = "clipfuse-demo",
     *,
@@ -31,13 +42,13 @@ def run_demo(
     log=print,
 ) -> dict[str, Any]:
     """Run the demo into `out` (the feature store lives in `out/store`, so a rerun reuses it)."""
-    from clipfuse.analysis import analyze_complementarity, cka_matrix
+    from clipfuse.analysis import analyze_view
     from clipfuse.backbones import list_backbones, load_backbone
     from clipfuse.data import open_dataset
     from clipfuse.evaluation.outputs import write_results
     from clipfuse.evaluation.runner import CORE_METHODS, evaluate_methods, format_markdown
-    from clipfuse.extraction import extract, view_name
-    from clipfuse.logits import load_bundle
+    from clipfuse.extraction import extract
+    from clipfuse.logits.views import bundle_for
     from clipfuse.reports.report import write_report
     from clipfuse.reports.results import save_analysis
     from clipfuse.store import FeatureStore
@@ -67,13 +78,7 @@ def run_demo(
                 else f"{report.images_per_second:.0f} img/s"
             )
             log(f"{name}/{split}: {len(dataset)} images x {len(backbones)} backbones ({state})")
-            views[split] = load_bundle(
-                store,
-                view_name(dataset),
-                backbones=specs,
-                classnames=dataset.classnames,
-                templates=dataset.templates,
-            )
+            views[split] = bundle_for(store, dataset, specs)
         train, test = views["train"], views["test"]
         result = evaluate_methods(
             train,
@@ -86,8 +91,7 @@ def run_demo(
         )
         command = ["clipfuse", "demo", "--out", str(out)]
         write_results(result, out / name, command=command, report_dir=out)
-        comp = analyze_complementarity(test.logits, test.labels, test.names)
-        cka = cka_matrix(test.features, test.names, method="exact")
+        comp, cka = analyze_view(test, cka="exact")
         save_analysis(
             out,
             name,

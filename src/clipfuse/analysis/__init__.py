@@ -10,7 +10,7 @@ from clipfuse.analysis.agreement import (
     correctness,
     error_overlap_matrix,
     mean_pairwise_disagreement,
-    oracle_accuracy,
+    oracle_from_correct,
     per_backbone_accuracy,
     unique_correct,
 )
@@ -23,8 +23,10 @@ from clipfuse.analysis.complementarity import (
 )
 from clipfuse.analysis.correlation import DiversityGainCorrelation, diversity_gain_correlation
 from clipfuse.analysis.divergence import pairwise_js_divergence
+from clipfuse.analysis.view import analyze_view
 
 __all__ = [
+    "analyze_view",
     "CKAResult",
     "ComplementarityAccumulator",
     "ComplementarityResult",
@@ -39,7 +41,7 @@ __all__ = [
     "error_overlap_matrix",
     "linear_cka",
     "mean_pairwise_disagreement",
-    "oracle_accuracy",
+    "oracle_from_correct",
     "pairwise_js_divergence",
     "per_backbone_accuracy",
     "unbiased_hsic_matrix",

@@ -27,7 +27,7 @@ def per_backbone_accuracy(correct: torch.Tensor) -> torch.Tensor:
     return correct.to(torch.float64).mean(dim=1)
 
 
-def oracle_accuracy(correct: torch.Tensor) -> float:
+def oracle_from_correct(correct: torch.Tensor) -> float:
     """Fraction of samples that at least one backbone gets right (an upper bound, not a method)."""
     return float(correct.any(dim=0).to(torch.float64).mean())
 

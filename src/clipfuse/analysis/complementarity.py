@@ -166,7 +166,7 @@ def complementarity_from_predictions(
         n_samples=n,
         n_classes=n_classes,
         accuracy=agr.per_backbone_accuracy(correct).numpy(),
-        oracle_accuracy=agr.oracle_accuracy(correct),
+        oracle_accuracy=agr.oracle_from_correct(correct),
         agreement=agreement.numpy(),
         error_overlap=agr.error_overlap_matrix(correct).numpy(),
         unique_correct_count=np.asarray([idx.size for idx in alone], dtype=np.int64),

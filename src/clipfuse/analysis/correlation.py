@@ -1,6 +1,6 @@
 """Does fusion gain more where backbones are more diverse? Correlation across datasets.
 
-METHOD.md section 5: relate the NLC gain to the backbones' diversity (mean pairwise
+docs/method.md §5: relate the NLC gain to the backbones' diversity (mean pairwise
 disagreement or JS divergence) across datasets, with Pearson (linear) and Spearman (rank)
 coefficients and their two-sided p-values from scipy.
 """

@@ -65,7 +65,7 @@ class BackboneInfo:
 class Backbone:
     """An open_clip model ready for feature extraction.
 
-    `encode_images` and `encode_texts` return L2-normalised embeddings (METHOD.md §1: normalising
+    `encode_images` and `encode_texts` return L2-normalised embeddings (docs/method.md §1: normalising
     matters). SigLIP-style models keep their logit bias in `info.logit_bias`; clipfuse's zero-shot
     logits drop it because a per-row constant changes neither softmax nor argmax.
     """

@@ -11,6 +11,7 @@ from clipfuse.cascade.costs import cost_info, fill_costs, resolve_costs
 from clipfuse.cascade.curves import (
     CostPoint,
     pareto_front,
+    pareto_indices,
     prefix_points,
     threshold_points,
     tradeoff_report,
@@ -32,6 +33,7 @@ __all__ = [
     "cost_info",
     "fill_costs",
     "pareto_front",
+    "pareto_indices",
     "prefix_points",
     "resolve_costs",
     "search_subset",

@@ -7,9 +7,11 @@ test one ``gflops`` and ``names``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from clipfuse.cascade.cascade import Cascade
@@ -57,13 +59,23 @@ def threshold_points(
     ]
 
 
+def pareto_indices(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:
+    """Indices of the points no other point beats (cheaper-or-equal and strictly better), by
+    increasing cost."""
+    c = np.asarray(cost, dtype=np.float64)
+    s = np.asarray(score, dtype=np.float64)
+    front, best = [], -np.inf
+    for i in np.lexsort((-s, c)):
+        if s[i] > best:
+            front.append(int(i))
+            best = s[i]
+    return np.asarray(front, dtype=np.int64)
+
+
 def pareto_front(points: list[CostPoint]) -> list[CostPoint]:
-    """Points no other point beats on both cost and accuracy, by increasing cost."""
-    front: list[CostPoint] = []
-    for p in sorted(points, key=lambda q: (q.cost, -q.accuracy)):
-        if not front or p.accuracy > front[-1].accuracy:
-            front.append(p)
-    return front
+    """The cost points no other point beats on both cost and accuracy, by increasing cost."""
+    keep = pareto_indices([p.cost for p in points], [p.accuracy for p in points])
+    return [points[i] for i in keep]
 
 
 def tradeoff_report(

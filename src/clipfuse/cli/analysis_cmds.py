@@ -10,6 +10,7 @@ from clipfuse.cli.common import (
     command,
     existing_store,
     open_data,
+    open_view,
     parsers,
     print_table,
 )
@@ -18,8 +19,7 @@ from clipfuse.errors import ClipfuseError
 
 @command("analyze")
 def cmd_analyze(args) -> int:
-    from clipfuse.analysis import analyze_complementarity, cka_matrix
-    from clipfuse.logits import load_bundle, resolve_view
+    from clipfuse.analysis import analyze_view
     from clipfuse.reports.results import save_analysis
 
     store = existing_store(args.store)
@@ -29,21 +29,12 @@ def cmd_analyze(args) -> int:
         raise ClipfuseError("give one --split, or one --split per --data")
     summary = []
     for source, split in zip(sources, splits):
-        args.data = source
-        dataset = open_data(args, split)
-        bundle = load_bundle(
-            store,
-            resolve_view(store, dataset),
-            backbones=args.backbone,
-            classnames=dataset.classnames,
-            templates=dataset.templates,
-        )
-        comp = analyze_complementarity(bundle.logits, bundle.labels, bundle.names)
-        cka = cka_matrix(bundle.features, bundle.names, method=args.cka)
+        bundle = open_view(args, store, split, source=source)
+        comp, cka = analyze_view(bundle, cka=args.cka)
         gflops = {n: g for n, g in zip(bundle.names, bundle.gflops) if g is not None}
         save_analysis(
             args.out,
-            dataset.name,
+            bundle.dataset,
             comp,
             cka=cka,
             gflops=gflops or None,
@@ -51,7 +42,7 @@ def cmd_analyze(args) -> int:
         )
         summary.append(
             {
-                "dataset": dataset.name,
+                "dataset": bundle.dataset,
                 "n": comp.n_samples,
                 "best single": comp.best_backbone,
                 "best acc": 100 * comp.best_accuracy,
@@ -62,7 +53,7 @@ def cmd_analyze(args) -> int:
             }
         )
         if not args.json:
-            print(f"\n{dataset.name}/{split}: per-backbone top-1 (%)")
+            print(f"\n{bundle.dataset}/{split}: per-backbone top-1 (%)")
             print_table(
                 [
                     {"backbone": n, "top1": 100 * float(a), "alone correct": int(u)}
@@ -90,10 +81,9 @@ def cmd_analyze(args) -> int:
 @command("robustness")
 def cmd_robustness(args) -> int:
     from clipfuse.backbones import load_backbone
-    from clipfuse.evaluation.holdout import parse_budgets
+    from clipfuse.data.holdout import parse_budgets
     from clipfuse.evaluation.robustness import robustness_study
     from clipfuse.extraction.perturbations import PERTURBATIONS, perturbation_grid
-    from clipfuse.logits import load_bundle, resolve_view
     from clipfuse.reports.results import save_robustness
 
     store = existing_store(args.store)
@@ -112,17 +102,8 @@ def cmd_robustness(args) -> int:
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
     if rest:
         raise ClipfuseError("robustness takes one label budget")
-    args.limit = args.train_limit
-    train_data = open_data(args, args.train_split)
-    train = load_bundle(
-        store,
-        resolve_view(store, train_data),
-        backbones=args.backbone,
-        classnames=train_data.classnames,
-        templates=train_data.templates,
-    )
-    args.limit = args.test_limit
-    test_data = open_data(args, args.test_split)
+    train = open_view(args, store, args.train_split, limit=args.train_limit)
+    test_data = open_data(args, args.test_split, limit=args.test_limit)
     backbones = [load_backbone(s, device=args.device) for s in train.specs]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = robustness_study(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-
-from clipfuse.errors import ClipfuseError
+from typing import Any
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 PARSERS: list[Callable] = []  # each adds its subcommands to the subparsers object
@@ -45,30 +44,36 @@ def add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
     p.add_argument("--name", default=None, help="dataset name (default: guessed from the path)")
 
 
-def open_data(args, split: str | None = None):
+FROM_ARGS: Any = object()  # "take --limit from the parsed options"
+
+
+def open_data(args, split: str | None = None, *, source: str | None = None, limit=FROM_ARGS):
+    """The dataset the data options name; ``source``/``limit`` override them (``limit=None``:
+    every image), and the parsed options are never rewritten."""
     from clipfuse.data import open_dataset
 
     return open_dataset(
-        args.data,
+        source or args.data,
         split or args.split,
         name=args.name,
         classnames=args.classnames,
         templates=args.templates,
-        limit=args.limit,
+        limit=args.limit if limit is FROM_ARGS else limit,
     )
+
+
+def open_view(args, store, split: str, *, source: str | None = None, limit=FROM_ARGS):
+    """The cached fusion inputs of one split, as the data and --backbone options name them."""
+    from clipfuse.logits.views import bundle_for
+
+    return bundle_for(store, open_data(args, split, source=source, limit=limit), args.backbone)
 
 
 def existing_store(path: str):
     """A store that must already exist (commands that only read from it)."""
-    from pathlib import Path
+    from clipfuse.logits.views import as_store
 
-    from clipfuse.store import FeatureStore
-
-    if not (Path(path) / "store.json").is_file():
-        raise ClipfuseError(
-            f"no feature store at {path!r}; run `clipfuse extract --store {path} ...` first"
-        )
-    return FeatureStore(path)
+    return as_store(path)
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

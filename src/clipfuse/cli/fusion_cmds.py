@@ -6,49 +6,15 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from clipfuse.cli.common import (
     add_data_args,
     command,
     existing_store,
-    open_data,
+    open_view,
     parsers,
     print_table,
 )
 from clipfuse.errors import ClipfuseError
-
-
-def _bundle(args, store, split: str, limit: int | None):
-    from clipfuse.logits import load_bundle, resolve_view
-
-    args.limit = limit
-    dataset = open_data(args, split)
-    view = resolve_view(store, dataset)
-    return dataset, load_bundle(
-        store,
-        view,
-        backbones=args.backbone,
-        classnames=dataset.classnames,
-        templates=dataset.templates,
-    )
-
-
-def _holdout(args, train, shots: int | None, fraction: float | None):
-    """One seeded hold-out draw from the train view and the bundle restricted to it."""
-    from clipfuse.evaluation.holdout import draw_holdout
-
-    draw = draw_holdout(
-        train.labels.numpy(),
-        train.indices,
-        len(train.classnames),
-        view=train.view,
-        seed=args.seed,
-        shots=shots,
-        fraction=fraction,
-        clamp=args.clamp_shots,
-    )
-    return draw, train.select(np.searchsorted(train.indices, draw.positions))
 
 
 def _param_value(value: str):
@@ -91,11 +57,11 @@ def _command_line(args) -> list[str]:
 
 @command("evaluate")
 def cmd_evaluate(args) -> int:
-    from clipfuse.evaluation.holdout import parse_budgets
+    from clipfuse.data.holdout import parse_budgets
     from clipfuse.evaluation.outputs import write_results
     from clipfuse.evaluation.runner import evaluate_methods
 
-    command_line = _command_line(args)  # before _bundle rewrites args.limit
+    command_line = _command_line(args)
     store = existing_store(args.store)
     budgets = parse_budgets(args.shots, args.fraction)
     if args.seeds < 1:
@@ -103,15 +69,15 @@ def cmd_evaluate(args) -> int:
     limit = args.limit  # --limit applies to both splits unless --train/--test-limit say otherwise
     train_limit = limit if args.train_limit is None else args.train_limit
     test_limit = limit if args.test_limit is None else args.test_limit
-    dataset, train = _bundle(args, store, args.train_split, train_limit)
-    _, test = _bundle(args, store, args.test_split, test_limit)
+    train = open_view(args, store, args.train_split, limit=train_limit)
+    test = open_view(args, store, args.test_split, limit=test_limit)
     result = evaluate_methods(
         train,
         test,
         [m.strip() for m in args.methods.split(",") if m.strip()],
         budgets,
         list(range(args.seed_offset, args.seed_offset + args.seeds)),
-        dataset=dataset.name,
+        dataset=train.dataset,
         method_params=_method_params(args),
         clamp=args.clamp_shots,
         device=args.device,
@@ -128,42 +94,28 @@ def cmd_evaluate(args) -> int:
 
 @command("fit")
 def cmd_fit(args) -> int:
-    from clipfuse.cascade.costs import fill_costs
-    from clipfuse.combiners import make_combiner
-    from clipfuse.ensemble.saved import SavedEnsemble, backbone_records
-    from clipfuse.evaluation.holdout import parse_budgets
+    from clipfuse.data.holdout import parse_budgets
+    from clipfuse.ensemble import fit_ensemble
 
     store = existing_store(args.store)
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
     if rest:
         raise ClipfuseError("fit takes one label budget (one --shots value or one --fraction)")
-    dataset, train = _bundle(args, store, args.train_split, args.limit)
-    draw, hold = _holdout(args, train, shots, fraction)
-    params = _method_params(args).get(args.method, {})
-    combiner = make_combiner(args.method, device=args.device, **params)
-    fill_costs(combiner, train.gflops)  # cascades and subsets count cost in GFLOPs
-    if "seed" in combiner.get_params() and "seed" not in params:
-        combiner.set_params(seed=args.seed)
-    combiner.fit(hold.features, hold.logits, hold.labels)
-    ensemble = SavedEnsemble(
-        backbones=backbone_records(train),
-        classnames=train.classnames,
-        templates=train.templates,
-        classifiers=train.classifiers,
-        combiner=combiner,
-        training={
-            "view": train.view,
-            "dataset": dataset.name,
-            "budget": draw.budget,
-            "seed": args.seed,
-            "num_labels": draw.num_labels,
-            "holdout_sha256": draw.content_hash,
-            "holdout_positions": draw.positions,
-        },
+    train = open_view(args, store, args.train_split)
+    ensemble = fit_ensemble(
+        train,
+        args.method,
+        shots=shots,
+        fraction=fraction,
+        seed=args.seed,
+        params=_method_params(args).get(args.method, {}),
+        clamp=args.clamp_shots,
+        device=args.device,
     )
     path = ensemble.save(args.out)
+    t = ensemble.training
     print(
-        f"fitted {args.method} on {draw.num_labels} labels ({draw.budget}, seed {args.seed}) of {train.view}; "
+        f"fitted {args.method} on {t['num_labels']} labels ({t['budget']}, seed {args.seed}) of {train.view}; "
         f"saved {path}"
     )
     return 0
@@ -282,7 +234,7 @@ def cmd_tradeoffs(args) -> int:
     """Accuracy vs compute: the cascade's prefix curve over 1..B backbones, its threshold sweep,
     the Pareto front, and the best subset per GFLOPs budget (one hold-out draw, scored on test)."""
     from clipfuse.cascade.curves import tradeoff_report
-    from clipfuse.evaluation.holdout import parse_budgets
+    from clipfuse.data.holdout import parse_budgets
 
     store = existing_store(args.store)
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
@@ -294,9 +246,10 @@ def cmd_tradeoffs(args) -> int:
         raise ClipfuseError(
             f"--budgets takes GFLOPs numbers like 0.02,0.05; got {args.budgets!r}"
         ) from None
-    _, train = _bundle(args, store, args.train_split, args.train_limit)
-    _, test = _bundle(args, store, args.test_split, args.test_limit)
-    draw, hold = _holdout(args, train, shots, fraction)
+    train = open_view(args, store, args.train_split, limit=args.train_limit)
+    test = open_view(args, store, args.test_split, limit=args.test_limit)
+    hold = train.holdout(shots, fraction=fraction, seed=args.seed, clamp=args.clamp_shots)
+    draw = hold.draw
     params = _method_params(args)
     report = tradeoff_report(
         hold,

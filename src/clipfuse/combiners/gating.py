@@ -4,16 +4,16 @@ NLC and the mixture-of-experts gate differ only in how the MLP's B outputs becom
 weights (``1/t`` with positive temperatures vs a softmax); everything else -- input assembly,
 network, fixed training budget, saved state -- lives here once.
 
-Training budget (METHOD.md §3 leaves it open; 1-shot has no validation set): a FIXED number of
+Training budget (docs/method.md §3 leaves it open; 1-shot has no validation set): a FIXED number of
 Adam steps (default 1,000) on minibatches of ``batch_size`` hold-out examples (default 256; the
 whole hold-out when smaller), no early stopping -- stopping rules need held-out labels that a
-1-shot hold-out does not have, and choosing an epoch on test is the flaw METHOD.md §6.6 forbids.
+1-shot hold-out does not have, and choosing an epoch on test is the flaw docs/method.md §6.6 forbids.
 Steps rather than epochs, so the work and the distance travelled from the plain-sum start do not
 swing with the hold-out size (1 shot x 10 classes = 10 examples vs 10% of ImageNet = 128k).
 Why 1,000: at lr 2e-4 the synthetic test bed (tests/synthetic.py) gains clearly from 300 to
 1,000 steps and is flat from 1,000 to 3,000 (no late overfitting at 1-4 shots), and 1,000 steps
 of 256 examples fit 1,000 classes x 9 backbones (6,528 feature dims) in about 10-15 s on 2 CPU
-cores (benchmarks/bench_combiners.py). Weight decay 0.01 in Adam's L2 form (METHOD.md says
+cores (benchmarks/bench_combiners.py). Weight decay 0.01 in Adam's L2 form (docs/method.md says
 "Adam") is the only regulariser.
 """
 

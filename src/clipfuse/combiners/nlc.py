@@ -1,4 +1,4 @@
-"""NLC, the Neural Logit Controller (METHOD.md §3): per-input temperatures for every backbone."""
+"""NLC, the Neural Logit Controller (docs/method.md §3): per-input temperatures for every backbone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Static ensembles: no input-conditioned weights (METHOD.md §4, the baselines NLC must beat).
+"""Static ensembles: no input-conditioned weights (docs/method.md §4, the baselines NLC must beat).
 
 All of them read only the logits, so ``features`` may be ``None``.
 """
@@ -18,7 +18,7 @@ from clipfuse.combiners.registry import register_combiner
 class BestSingle(Combiner):
     """The one backbone with the highest accuracy on the hold-out given to ``fit``.
 
-    Chosen on the hold-out, never on test (METHOD.md §5); ties go to the lower NLL, which keeps
+    Chosen on the hold-out, never on test (docs/method.md §5); ties go to the lower NLL, which keeps
     the choice meaningful on tiny 1-shot hold-outs where accuracies often tie.
     Fitted: ``chosen_`` (backbone index), ``holdout_accuracy_`` and ``holdout_nll_`` (B,).
     """

@@ -19,7 +19,7 @@ class SuperLearner(Combiner):
     """``sum_b w_b z_b`` with ``w_b = softplus(a_b) >= 0`` fitted by cross-entropy (L-BFGS).
 
     The input-independent counterpart of NLC trained on the same hold-out labels (reviewers'
-    supervision-confound control, METHOD.md §6.2). Starts from ``w_b = 1/B`` (mean logits).
+    supervision-confound control, docs/method.md §6.2). Starts from ``w_b = 1/B`` (mean logits).
     No penalty on the weights: with B parameters there is little to overfit, but on a hold-out
     every backbone already gets right the weights' overall scale grows for ``max_iter`` steps,
     which sharpens the probabilities without changing the argmax.

@@ -8,7 +8,7 @@ first, and encodes a backbone only for the images of the batch that have not exi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,9 +16,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from clipfuse.data.sources import files_dataset
-from clipfuse.ensemble.saved import SavedEnsemble
 from clipfuse.extraction.decode_once import DecodeOnceDataset, ShardNeeds, collate_decoded
 from clipfuse.extraction.engine import default_workers, encode_stream
+
+if TYPE_CHECKING:
+    from clipfuse.ensemble.saved import SavedEnsemble
 
 
 def _full_inputs(

@@ -18,7 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from clipfuse.combiners import Combiner, combiner_from_state
-from clipfuse.errors import ClipfuseError, ProvenanceMismatchError
+from clipfuse.data.holdout import HoldoutDraw
+from clipfuse.errors import ClipfuseError, DataError, ProvenanceMismatchError
 
 FORMAT = "clipfuse.ensemble"
 VERSION = 1
@@ -26,14 +27,72 @@ VERSION = 1
 
 @dataclass
 class SavedEnsemble:
-    backbones: list[
-        dict[str, Any]
-    ]  # spec, name, fingerprint, weights_sha256, preprocess, logit_scale
+    """A fitted combiner with everything needed to run it on new images, as one file.
+
+    ``backbones`` are provenance records (spec, name, fingerprint, logit scale) -- the weights
+    are loaded by spec and checked against the fingerprint; ``classifiers`` are the per-backbone
+    text classifiers ``(C, D_b)``; ``training`` records the view, label budget, seed and the
+    hashed hold-out the combiner learnt from. Build one with ``from_fitted``, write it with
+    ``save``, read it back with ``load`` (or ``clipfuse.load_ensemble``), run it with
+    ``predict``.
+    """
+
+    backbones: list[dict[str, Any]]  # spec, name, fingerprint, logit_scale
     classnames: list[str]
     templates: list[str]
     classifiers: list[torch.Tensor]  # B x (C, D_b)
     combiner: Combiner
     training: dict[str, Any] = field(default_factory=dict)  # view, budget, seed, hold-out hash
+
+    @classmethod
+    def from_fitted(
+        cls, combiner: Combiner, bundle: Any, *, draw: HoldoutDraw | None = None
+    ) -> SavedEnsemble:
+        """The ensemble of a combiner fitted on ``bundle`` (a ViewBundle; a bundle made by
+        ``holdout()`` brings its draw, which is recorded as the training provenance)."""
+        combiner._check_fitted()
+        draw = draw if draw is not None else bundle.draw
+        training: dict[str, Any] = {"view": bundle.view, "dataset": bundle.dataset}
+        if draw is not None:
+            training.update(
+                budget=draw.budget,
+                seed=draw.seed,
+                num_labels=draw.num_labels,
+                holdout_sha256=draw.content_hash,
+                holdout_positions=draw.positions,
+            )
+        return cls(
+            backbones=backbone_records(bundle),
+            classnames=list(bundle.classnames),
+            templates=list(bundle.templates),
+            classifiers=list(bundle.classifiers),
+            combiner=combiner,
+            training=training,
+        )
+
+    def predict(
+        self,
+        images: list[str | Path],
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
+        top_k: int = 1,
+        skip_unreadable: bool = False,
+        progress: bool = False,
+    ) -> list[dict[str, Any]]:
+        """One record per image (label, probability, top-k, temperatures where the method has
+        them). An unreadable image is a DataError unless ``skip_unreadable``, which gives it a
+        record ``{"image", "error"}`` instead."""
+        from clipfuse.ensemble.predict import predict_images
+
+        predictions, failures = predict_images(
+            self, [str(i) for i in images], device=device, batch_size=batch_size,
+            top_k=top_k, progress=progress,
+        )  # fmt: skip
+        if failures and not skip_unreadable:
+            first = failures[0]
+            raise DataError(f"cannot read image {first['image']!r}: {first['error']}")
+        return predictions + failures
 
     def save(self, path: str | Path) -> Path:
         """Write the ensemble to `path` and a readable copy of its header to `path` with .json."""
@@ -152,3 +211,8 @@ def backbone_records(bundle) -> list[dict[str, Any]]:
             bundle.specs, bundle.names, bundle.fingerprints, bundle.logit_scales
         )
     ]
+
+
+def load_ensemble(path: str | Path, device: str = "cpu") -> SavedEnsemble:
+    """Read a saved ensemble (no code runs: JSON + tensors); ``SavedEnsemble.load``."""
+    return SavedEnsemble.load(path, device=device)

@@ -1,4 +1,4 @@
-"""Robustness: accuracy of each backbone and each ensemble under perturbations (METHOD.md §5).
+"""Robustness: accuracy of each backbone and each ensemble under perturbations (docs/method.md §5).
 
 Ensembles are fitted once per seed on the *clean* train hold-out and then applied unchanged to
 every perturbed test view, so the drop measures robustness, not re-fitting. Perturbed features
@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from clipfuse.combiners import make_combiner
+from clipfuse.combiners._compose import build_combiner
 from clipfuse.data.dataset import ImageDataset
-from clipfuse.evaluation.holdout import draw_holdout
 from clipfuse.evaluation.metrics import topk_accuracy
 from clipfuse.extraction.engine import extract, view_name
 from clipfuse.extraction.perturbations import Perturbation
@@ -33,20 +32,9 @@ def fit_on_clean(
     """{method: [fitted combiner per seed]} on clean hold-out draws."""
     fitted: dict[str, list] = {m: [] for m in methods}
     for seed in seeds:
-        draw = draw_holdout(
-            train.labels.numpy(),
-            train.indices,
-            len(train.classnames),
-            view=train.view,
-            seed=seed,
-            shots=shots,
-            fraction=fraction,
-        )
-        hold = train.select(np.searchsorted(train.indices, draw.positions))
+        hold = train.holdout(shots, fraction=fraction, seed=seed)
         for method in methods:
-            combiner = make_combiner(method, device=device)
-            if "seed" in combiner.get_params():
-                combiner.set_params(seed=seed)
+            combiner = build_combiner(method, seed=seed, device=device)
             fitted[method].append(combiner.fit(hold.features, hold.logits, hold.labels))
     return fitted
 

@@ -2,7 +2,7 @@
 
 For each (budget, seed): draw the hold-out from the train view, fit each method on it, score it
 on the test view. The baseline for gains is the single backbone chosen on that same hold-out
-(METHOD.md §5); the backbone that is best on test is shown only as a reference row, and the
+(docs/method.md §5); the backbone that is best on test is shown only as a reference row, and the
 oracle only as an upper bound. Nothing is selected, stopped or tuned on test.
 """
 
@@ -21,8 +21,8 @@ from clipfuse.cascade.costs import cost_info
 from clipfuse.combiners import BestSingle, oracle_accuracy
 from clipfuse.combiners._compose import build_combiner
 from clipfuse.combiners.registry import expand_methods, list_combiners
+from clipfuse.data.holdout import HoldoutDraw
 from clipfuse.errors import FitError
-from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.metrics import topk_accuracy
 from clipfuse.logits.bundle import ViewBundle
 
@@ -31,6 +31,10 @@ PREDICT_CHUNK = 4096
 
 @dataclass
 class RunRecord:
+    """One fitted method on one hold-out draw, scored on test: top-1, the hold-out-chosen
+    single backbone it is compared with, fit/predict seconds and method-specific ``info``
+    (the chosen backbone, compute per image)."""
+
     method: str
     budget: str
     seed: int
@@ -45,6 +49,11 @@ class RunRecord:
 
 @dataclass
 class EvaluationResult:
+    """Everything ``evaluate_methods`` measured on one dataset: per-backbone zero-shot top-1
+    (``singles``), the ``oracle`` upper bound, one ``RunRecord`` per (method, budget, seed), the
+    hashed hold-out ``draws`` and the run ``config``. ``summary()`` gives the table rows (mean,
+    std, gains against the hold-out-chosen backbone, worst seed); ``write_results`` saves it."""
+
     dataset: str
     train_view: str
     test_view: str
@@ -206,7 +215,6 @@ def evaluate_methods(
         )
     methods = expand_methods(methods)
     method_params = method_params or {}
-    num_classes = len(test.classnames)
     singles = {
         name: topk_accuracy(test.logits[b], test.labels) for b, name in enumerate(test.names)
     }
@@ -243,18 +251,9 @@ def evaluate_methods(
     )
     for shots, fraction in budgets:
         for seed in seeds:
-            draw = draw_holdout(
-                train.labels.numpy(),
-                train.indices,
-                num_classes,
-                view=train.view,
-                seed=seed,
-                shots=shots,
-                fraction=fraction,
-                clamp=clamp,
-            )
+            hold = train.holdout(shots, fraction=fraction, seed=seed, clamp=clamp)
+            draw = hold.draw
             result.draws.append(draw)
-            hold = train.select(np.searchsorted(train.indices, draw.positions))
             # the same rule as the best_single method (ties on tiny hold-outs go to the lower
             # NLL), so the baseline never depends on the order the backbones are listed in
             chosen = BestSingle().fit(None, hold.logits, hold.labels).chosen_

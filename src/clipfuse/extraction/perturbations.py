@@ -1,4 +1,4 @@
-"""Image perturbations for robustness (METHOD.md §5), at graded severities 1..5.
+"""Image perturbations for robustness (docs/method.md §5), at graded severities 1..5.
 
 Applied to the decoded image before each backbone's own preprocessing, so every backbone sees
 the same corrupted pixels. Random choices (rotation sign, noise) are seeded by (seed, sample

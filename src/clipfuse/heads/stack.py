@@ -3,7 +3,7 @@
 Each registered combiner (``lp_nlc``, ``tip_mean``, ...) is a head bank (one head per backbone,
 ``clipfuse.heads``) whose logits replace the zero-shot logits as the input of an inner combiner
 from the registry (``best_single``, ``mean_logits``, ``super_learner``, ``nlc``), so the fair
-controls of METHOD.md §6.1-6.2 -- the same heads ensembled by mean logits and by Super Learner,
+controls of docs/method.md §6.1-6.2 -- the same heads ensembled by mean logits and by Super Learner,
 and the best single head chosen on the hold-out -- come from the same code as ``*_nlc``.
 
 Label protocols (``protocol``):

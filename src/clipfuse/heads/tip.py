@@ -10,7 +10,7 @@ a constant on a balanced hold-out. Tip-Adapter-F fine-tunes the keys F (AdamW, l
 eps 1e-4, cosine schedule, batch 256, 20 epochs: the public code's defaults).
 
 Hyper-parameters, never on test (Tip-Adapter-F's public code picks its best epoch on the test
-set; METHOD.md §6.6 forbids that):
+set; docs/method.md §6.6 forbids that):
 - alpha, beta: grid search by leave-one-out accuracy (ties: LOO NLL) within the labelled rows
   when every class has >= 2 of them -- exact and cheap for a cache model: the query's own cache
   entry is masked. With 1 row in some class, LOO would remove that class from the cache, so the

@@ -3,13 +3,14 @@ aligned sample by sample (the "Fusion inputs" contract of ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from clipfuse.data.dataset import ImageDataset
+from clipfuse.data.holdout import HoldoutDraw, draw_holdout
 from clipfuse.errors import ProvenanceMismatchError, StoreError
 from clipfuse.logits.zeroshot import cached_classifier, text_classifier, zeroshot_logits
 from clipfuse.store import FeatureStore
@@ -17,6 +18,16 @@ from clipfuse.store import FeatureStore
 
 @dataclass
 class ViewBundle:
+    """Everything the combiners need for one dataset view, aligned sample by sample.
+
+    ``features`` are B tensors ``(N, D_b)`` (L2-normalised image embeddings), ``logits`` the
+    zero-shot logits ``(B, N, C)`` and ``labels`` ``(N,)``; ``fusion_inputs()`` returns that
+    triple, so ``combiner.fit(*hold.fusion_inputs())`` and ``combiner.score(*test.fusion_inputs())``
+    read the same way. Per backbone: ``names``, ``specs``, ``fingerprints``, ``logit_scales``,
+    text ``classifiers`` and image-tower ``gflops``. ``indices``/``sample_ids`` name each row in
+    the store view. A bundle made by ``holdout()`` carries its seeded, hashed ``draw``.
+    """
+
     view: str
     names: list[str]
     specs: list[str]
@@ -32,31 +43,59 @@ class ViewBundle:
     classifiers: list[torch.Tensor] = field(default_factory=list)  # B x (C, D_b) text classifiers
     gflops: list[float | None] = field(default_factory=list)  # image-tower GFLOPs per backbone
     failures: list[dict[str, Any]] = field(default_factory=list)
+    dataset: str = ""  # the dataset's name (catalog name or guessed from the path)
+    draw: HoldoutDraw | None = None  # set on bundles made by holdout()
 
     @property
     def num_backbones(self) -> int:
         return len(self.names)
 
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def fusion_inputs(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """``(features, logits, labels)``: the arguments of ``fit`` and ``score``."""
+        return self.features, self.logits, self.labels
+
     def select(self, rows) -> ViewBundle:
         """A bundle restricted to some rows (a hold-out draw, a test subset)."""
         rows_t = torch.as_tensor(np.asarray(rows), dtype=torch.long)
         rows_np = rows_t.numpy()
-        return ViewBundle(
-            self.view,
-            self.names,
-            self.specs,
-            self.fingerprints,
-            [f[rows_t] for f in self.features],
-            self.logits[:, rows_t],
-            self.labels[rows_t],
-            self.indices[rows_np],
-            [self.sample_ids[r] for r in rows_np],
-            self.classnames,
-            self.templates,
-            self.logit_scales,
-            self.classifiers,
-            self.gflops,
+        return replace(
+            self,
+            features=[f[rows_t] for f in self.features],
+            logits=self.logits[:, rows_t],
+            labels=self.labels[rows_t],
+            indices=self.indices[rows_np],
+            sample_ids=[self.sample_ids[r] for r in rows_np],
+            failures=[],
+            draw=None,
         )
+
+    def holdout(
+        self,
+        shots: int | None = None,
+        *,
+        fraction: float | None = None,
+        seed: int = 0,
+        clamp: bool = False,
+    ) -> ViewBundle:
+        """The labelled hold-out of one seeded draw (k shots per class, or a fraction), as a
+        bundle whose ``draw`` records exactly which rows were taken. Draw it from a train view,
+        never from the data you score on."""
+        draw = draw_holdout(
+            self.labels.numpy(),
+            self.indices,
+            len(self.classnames),
+            view=self.view,
+            seed=seed,
+            shots=shots,
+            fraction=fraction,
+            clamp=clamp,
+        )
+        hold = self.select(np.searchsorted(self.indices, draw.positions))
+        hold.draw = draw
+        return hold
 
 
 def view_info(store: FeatureStore, view: str) -> dict[str, Any]:

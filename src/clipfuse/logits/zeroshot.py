@@ -1,4 +1,4 @@
-"""Zero-shot text classifiers and logits from cached image features (METHOD.md §2).
+"""Zero-shot text classifiers and logits from cached image features (docs/method.md §2).
 
 `z_b(x) = s_b · normalize(h_b(x)) · W_bᵀ`, W_b built exactly as open_clip's
 `build_zero_shot_classifier` (mean of normalised template embeddings, renormalised): we call it,

@@ -10,7 +10,6 @@ from clipfuse.reports.displays import (
     IntersectionDisplay,
     RobustnessDisplay,
     TemperatureDisplay,
-    pareto_front,
 )
 from clipfuse.reports.report import ReportFiles, write_report
 from clipfuse.reports.results import (
@@ -35,7 +34,6 @@ __all__ = [
     "RobustnessDisplay",
     "TemperatureDisplay",
     "load_results",
-    "pareto_front",
     "save_analysis",
     "save_evaluation",
     "save_robustness",

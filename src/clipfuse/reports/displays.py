@@ -20,9 +20,11 @@ from clipfuse.analysis import (
     CKAResult,
     ComplementarityResult,
     DiversityGainCorrelation,
+    analyze_complementarity,
     cka_matrix,
 )
 from clipfuse.analysis._arrays import ArrayLike, backbone_names, check_labels, to_tensor
+from clipfuse.cascade.curves import pareto_indices
 from clipfuse.errors import DataError
 from clipfuse.reports import _style
 from clipfuse.reports._style import styled
@@ -32,7 +34,37 @@ def _pct(x: Any) -> np.ndarray:
     return 100.0 * np.asarray(x, dtype=np.float64)
 
 
-class AccuracyDisplay:
+class _FromPredictions:
+    """``from_predictions`` and ``from_combiners`` for displays built from a
+    ComplementarityResult (scikit-learn's ``from_predictions`` / ``from_estimator`` idiom):
+    the same figure straight from logits, or from fitted combiners scored on the same data."""
+
+    @classmethod
+    def from_predictions(
+        cls, y: ArrayLike, logits: ArrayLike, names: Sequence[str] | None = None, **kwargs: Any
+    ):
+        """From labels ``(N,)`` and per-model logits ``(M, N, C)`` (backbones or methods)."""
+        return cls.from_result(analyze_complementarity(logits, y, names), **kwargs)
+
+    @classmethod
+    def from_combiners(
+        cls,
+        combiners: Mapping[str, Any],
+        features: Sequence[ArrayLike] | None,
+        logits: ArrayLike,
+        y: ArrayLike,
+        **kwargs: Any,
+    ):
+        """Each fitted combiner's fused logits on ``(features, logits)`` as one model."""
+        if not combiners:
+            raise DataError("from_combiners needs at least one fitted combiner")
+        fused = torch.stack(
+            [c.predict_logits(features, logits).float().cpu() for c in combiners.values()]
+        )
+        return cls.from_predictions(y, fused, list(combiners), **kwargs)
+
+
+class AccuracyDisplay(_FromPredictions):
     """Bars of per-backbone accuracy, optional fusion methods (mean +- std), oracle line."""
 
     def __init__(
@@ -179,7 +211,7 @@ class _MatrixDisplay:
         return self
 
 
-class AgreementDisplay(_MatrixDisplay):
+class AgreementDisplay(_FromPredictions, _MatrixDisplay):
     """Pairwise agreement, error overlap or JS divergence between backbones."""
 
     _KINDS = {
@@ -247,7 +279,7 @@ class CKADisplay(_MatrixDisplay):
         return cls.from_result(cka_matrix(features, backbones, **cka_kwargs), title=title, ax=ax)
 
 
-class IntersectionDisplay:
+class IntersectionDisplay(_FromPredictions):
     """UpSet-style plot: samples per exact set of backbones that are correct.
 
     Bars give the count per pattern (largest first); the dot matrix below marks which
@@ -428,19 +460,6 @@ class ClassTemperatureDisplay(_MatrixDisplay):
         return disp.plot(ax=ax)
 
 
-def pareto_front(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:
-    """Indices of points no other point beats (cheaper-or-equal and strictly better), by cost."""
-    c = np.asarray(cost, dtype=np.float64)
-    s = np.asarray(score, dtype=np.float64)
-    order = np.lexsort((-s, c))
-    front, best = [], -np.inf
-    for i in order:
-        if s[i] > best:
-            front.append(i)
-            best = s[i]
-    return np.asarray(front, dtype=np.int64)
-
-
 class ComputeDisplay:
     """Accuracy against inference GFLOPs with the Pareto front (single backbones and fusions)."""
 
@@ -510,7 +529,7 @@ class ComputeDisplay:
                 )
         for name, g, a in zip(self.names, self.gflops, acc):
             ax.annotate(name, (g, a), xytext=(4, 3), textcoords="offset points", fontsize=7)
-        self.pareto_ = pareto_front(self.gflops, self.accuracy)
+        self.pareto_ = pareto_indices(self.gflops, self.accuracy)
         (self.pareto_line_,) = ax.plot(
             self.gflops[self.pareto_],
             acc[self.pareto_],

@@ -1,7 +1,7 @@
 """Zero-shot top-1 of a loaded backbone on a labelled dataset, for the model cards.
 
 Class embeddings follow CLIP: the mean of the L2-normalised embeddings of the dataset's prompt
-templates, renormalised (METHOD.md §2); images go through the backbone's own preprocessing.
+templates, renormalised (docs/method.md §2); images go through the backbone's own preprocessing.
 """
 
 from __future__ import annotations
