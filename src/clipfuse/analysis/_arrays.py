@@ -8,26 +8,15 @@ or a (B, N, C) logits array is never copied whole into float32 memory.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-import numpy as np
 import torch
 
+from clipfuse import _validation
+from clipfuse._validation import ArrayLike
 from clipfuse.errors import DataError
-
-ArrayLike = Any  # torch.Tensor | np.ndarray | np.memmap
 
 # Elements of float32 per working chunk (64 MiB): bounds every chunked computation.
 CHUNK_ELEMENTS = 1 << 24
-
-
-def to_tensor(x: ArrayLike, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Convert (a slice of) an array to a tensor without copying when already a tensor."""
-    if isinstance(x, torch.Tensor):
-        t = x
-    else:
-        t = torch.as_tensor(np.ascontiguousarray(x))
-    return t if dtype is None else t.to(dtype)
 
 
 def shape_of(x: ArrayLike) -> tuple[int, ...]:
@@ -53,35 +42,17 @@ def rows_per_chunk(row_elements: int, chunk_size: int | None) -> int:
 
 def check_labels(y: ArrayLike, n: int) -> torch.Tensor:
     """Labels as an int64 tensor of length ``n``."""
-    labels = to_tensor(y).reshape(-1)
-    if labels.numel() != n:
-        raise DataError(f"labels have {labels.numel()} entries but the inputs have {n} samples")
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise DataError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    return labels.to(torch.int64)
+    return _validation.check_labels(y, n, error=DataError, flatten=True)
 
 
 def check_logits_shape(logits: ArrayLike) -> tuple[int, int, int]:
     """(B, N, C) of a logits array, or a one-line error."""
-    shape = shape_of(logits)
-    if len(shape) != 3:
-        raise DataError(f"logits must have shape (backbones, samples, classes), got {shape}")
-    b, n, c = shape
-    if b < 1 or n < 1 or c < 2:
-        raise DataError(f"logits need >= 1 backbone, >= 1 sample and >= 2 classes, got {shape}")
-    return b, n, c
+    return _validation.check_logits(logits, error=DataError)
 
 
 def backbone_names(names: Sequence[str] | None, b: int) -> list[str]:
     """The given names (checked against B) or ``backbone_0 ... backbone_{B-1}``."""
-    if names is None:
-        return [f"backbone_{i}" for i in range(b)]
-    out = [str(s) for s in names]
-    if len(out) != b:
-        raise DataError(f"got {len(out)} backbone names for {b} backbones")
-    if len(set(out)) != len(out):
-        raise DataError(f"backbone names must be unique, got {out}")
-    return out
+    return _validation.check_names(names, b, error=DataError)
 
 
 def mean_pairwise(matrix: torch.Tensor) -> float:

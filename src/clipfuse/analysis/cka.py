@@ -40,13 +40,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from clipfuse._validation import to_tensor
 from clipfuse.analysis._arrays import (
     ArrayLike,
     backbone_names,
     chunk_slices,
     rows_per_chunk,
     shape_of,
-    to_tensor,
 )
 from clipfuse.errors import DataError
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipfuse._validation import to_tensor
 from clipfuse.analysis import agreement as agr
 from clipfuse.analysis._arrays import (
     ArrayLike,
@@ -25,7 +26,6 @@ from clipfuse.analysis._arrays import (
     chunk_slices,
     mean_pairwise,
     rows_per_chunk,
-    to_tensor,
 )
 from clipfuse.analysis.divergence import pairwise_js_sums
 from clipfuse.errors import DataError

@@ -12,13 +12,8 @@ import math
 
 import torch
 
-from clipfuse.analysis._arrays import (
-    ArrayLike,
-    check_logits_shape,
-    chunk_slices,
-    rows_per_chunk,
-    to_tensor,
-)
+from clipfuse._validation import to_tensor
+from clipfuse.analysis._arrays import ArrayLike, check_logits_shape, chunk_slices, rows_per_chunk
 
 _LN2 = math.log(2.0)
 # Elements per inner block (16 MiB of float32 per backbone): bounds the temporaries of one

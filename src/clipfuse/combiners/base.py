@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from clipfuse._validation import check_labels, check_logits, to_tensor
 from clipfuse.combiners._optim import threads_for
 from clipfuse.errors import FitError, NotFittedError
 
@@ -24,42 +25,6 @@ FeaturesLike = Sequence[ArrayLike] | None
 
 STATE_FORMAT_VERSION = 1
 SCORE_CHUNK = 4096  # rows per predict call in score()
-
-
-def to_tensor(x: ArrayLike, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
-    """Tensor on ``device``; numpy (including read-only memmaps) is copied, never aliased."""
-    if isinstance(x, torch.Tensor):
-        return x.to(device=device, dtype=dtype)
-    arr = np.asarray(x)
-    if not arr.flags.writeable:
-        arr = arr.copy()
-    return torch.from_numpy(arr).to(device=device, dtype=dtype)
-
-
-def check_logits(logits: ArrayLike) -> tuple[int, int, int]:
-    """(B, N, C) of a logits array, or FitError explaining the expected layout."""
-    shape = tuple(logits.shape)
-    if len(shape) != 3:
-        raise FitError(f"logits must have shape (backbones, samples, classes); got shape {shape}")
-    b, n, c = shape
-    if b < 1 or n < 1 or c < 2:
-        raise FitError(
-            f"logits need >= 1 backbone, >= 1 sample and >= 2 classes; got shape {shape}"
-        )
-    return b, n, c
-
-
-def check_labels(y: ArrayLike, n: int, c: int) -> None:
-    """FitError unless ``y`` is ``n`` integer labels in ``[0, c)``."""
-    shape = tuple(y.shape)
-    if shape != (n,):
-        raise FitError(f"labels must have shape ({n},) to match the logits; got shape {shape}")
-    y_t = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
-    if y_t.dtype.is_floating_point or y_t.dtype == torch.bool:
-        raise FitError(f"labels must be integer class indices; got dtype {y_t.dtype}")
-    lo, hi = int(y_t.min()), int(y_t.max())
-    if lo < 0 or hi >= c:
-        raise FitError(f"labels must lie in [0, {c}); got values from {lo} to {hi}")
 
 
 class Combiner:
@@ -148,8 +113,8 @@ class Combiner:
                     f"{self.num_classes_} classes; got logits for {b} x {c}"
                 )
         feats = self._prepare_features(features, b, n)
-        z = to_tensor(logits, self.device, torch.float32)
-        labels = None if y is None else to_tensor(y, self.device, torch.int64)
+        z = to_tensor(logits, torch.float32, self.device)
+        labels = None if y is None else to_tensor(y, torch.int64, self.device)
         return feats, z, labels
 
     def _prepare_features(
@@ -175,7 +140,7 @@ class Combiner:
             )
         if not self.uses_features:
             return None
-        return [to_tensor(f, self.device, torch.float32) for f in features]
+        return [to_tensor(f, torch.float32, self.device) for f in features]
 
     def _check_class_counts(self, y: torch.Tensor, c: int) -> None:
         if self.min_per_class < 1:

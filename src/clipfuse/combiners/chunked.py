@@ -13,14 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from clipfuse.combiners.base import (
-    ArrayLike,
-    Combiner,
-    FeaturesLike,
-    check_labels,
-    check_logits,
-    to_tensor,
-)
+from clipfuse._validation import check_labels, check_logits, to_tensor
+from clipfuse.combiners.base import ArrayLike, Combiner, FeaturesLike
 from clipfuse.combiners.oracle import oracle_correct
 
 Chunk = tuple[FeaturesLike, ArrayLike, ArrayLike]  # (features, logits (B, n, C), y (n,))
@@ -67,7 +61,7 @@ def evaluate_chunks(
     for features, logits, y in chunks:
         _, n, c = check_logits(logits)
         check_labels(y, n, c)
-        labels = to_tensor(y, "cpu", torch.int64)
+        labels = to_tensor(y, torch.int64, "cpu")
         for name, combiner in combiners.items():
             start = time.perf_counter()
             fused = combiner.predict_logits(features, logits).float().cpu()

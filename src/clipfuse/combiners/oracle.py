@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from clipfuse.combiners.base import ArrayLike, check_labels, check_logits, to_tensor
+from clipfuse._validation import ArrayLike, check_labels, check_logits, to_tensor
 
 
 def oracle_correct(logits: ArrayLike, y: ArrayLike) -> torch.Tensor:
@@ -16,8 +16,8 @@ def oracle_correct(logits: ArrayLike, y: ArrayLike) -> torch.Tensor:
     _, n, c = check_logits(logits)
     check_labels(y, n, c)
     device = logits.device if isinstance(logits, torch.Tensor) else "cpu"
-    pred = to_tensor(logits, device, torch.float32).argmax(dim=-1)  # (B, N)
-    return (pred == to_tensor(y, device, torch.int64)).any(dim=0)
+    pred = to_tensor(logits, torch.float32, device).argmax(dim=-1)  # (B, N)
+    return (pred == to_tensor(y, torch.int64, device)).any(dim=0)
 
 
 def oracle_accuracy(logits: ArrayLike, y: ArrayLike) -> float:

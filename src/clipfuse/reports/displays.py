@@ -16,6 +16,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
+from clipfuse._validation import to_tensor
 from clipfuse.analysis import (
     CKAResult,
     ComplementarityResult,
@@ -23,7 +24,7 @@ from clipfuse.analysis import (
     analyze_complementarity,
     cka_matrix,
 )
-from clipfuse.analysis._arrays import ArrayLike, backbone_names, check_labels, to_tensor
+from clipfuse.analysis._arrays import ArrayLike, backbone_names, check_labels
 from clipfuse.cascade.curves import pareto_indices
 from clipfuse.errors import DataError
 from clipfuse.reports import _style

@@ -52,8 +52,9 @@ from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from clipfuse._validation import to_tensor
 from clipfuse.analysis import CKAResult, ComplementarityResult
-from clipfuse.analysis._arrays import ArrayLike, backbone_names, check_labels, to_tensor
+from clipfuse.analysis._arrays import ArrayLike, backbone_names, check_labels
 from clipfuse.errors import DataError
 
 ANALYSIS_FILE = "analysis.json"
