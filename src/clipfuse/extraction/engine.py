@@ -37,6 +37,10 @@ DEFAULT_SHARD_SIZE = 1024
 
 @dataclass
 class ExtractionReport:
+    """What one ``extract`` call did: the store view, the entry key per backbone, how many
+    images it encoded and shards it wrote (0 and 0 on a rerun of finished work), unreadable
+    images, and the wall time."""
+
     view: str
     entries: dict[str, EntryKey]  # backbone name -> store key
     images_processed: int = 0

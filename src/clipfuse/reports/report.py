@@ -606,6 +606,9 @@ def render_html(title: str, intro: str, sections: Sequence[Section]) -> str:
 
 @dataclass(frozen=True)
 class ReportFiles:
+    """The files ``write_report`` wrote: the Markdown report, the self-contained HTML and the
+    figure images."""
+
     markdown: Path
     html: Path
     figures: list[Path]
