@@ -30,10 +30,10 @@ from clipfuse.cascade.threshold import (
     threshold_for_accuracy,
     threshold_for_cost,
 )
-from clipfuse.combiners._compose import build_combiner, learns_from_labels
+from clipfuse.combiners._compose import ControllerOwner, learns_from_labels
 from clipfuse.combiners.base import ArrayLike, Combiner, FeaturesLike
 from clipfuse.combiners.folds import can_crossfit
-from clipfuse.combiners.registry import combiner_from_state, make_combiner, register_combiner
+from clipfuse.combiners.registry import combiner_from_state, register_combiner
 from clipfuse.errors import FitError
 
 # fetch(backbone, rows) -> (features (r, D_b), zero-shot logits (r, C)) of those input rows
@@ -41,7 +41,7 @@ Fetch = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @register_combiner(groups=("compute",))
-class Cascade(Combiner):
+class Cascade(ControllerOwner, Combiner):
     """Cheapest-first cascade of prefix controllers with a calibrated confidence exit.
 
     Fitted: ``order_``, ``stage_costs_`` (cumulative cost per stage), ``cost_unit_``
@@ -54,7 +54,6 @@ class Cascade(Combiner):
     uses_features = True
     min_per_class = 1
     supports_staged = True
-    nested_params = {"controller": "controller_params"}
 
     def __init__(
         self,
@@ -98,19 +97,6 @@ class Cascade(Combiner):
         if int(self.calibration_folds) == 1 or int(self.calibration_folds) < 0:
             raise FitError("cascade: calibration_folds must be 0 (in-sample) or >= 2")
         self._new_controller()  # an unknown controller name fails here
-
-    def _nested_defaults(self, prefix: str) -> dict[str, Any]:
-        defaults = make_combiner(self.controller).get_params(deep=True)
-        defaults.pop("device", None)
-        return defaults
-
-    def required_backbones(self) -> list[int]:
-        self._check_fitted()
-        return list(self.required_backbones_)
-
-    def _new_controller(self) -> Combiner:
-        params = dict(self.controller_params or {})
-        return build_combiner(self.controller, params, seed=int(self.seed), device=self.device)
 
     def _resolve_order(self, costs: list[float]) -> list[int]:
         b = len(costs)

@@ -39,10 +39,10 @@ from clipfuse.cascade.search import (
     shortlist,
     subset_cost,
 )
-from clipfuse.combiners._compose import build_combiner
+from clipfuse.combiners._compose import ControllerOwner
 from clipfuse.combiners.base import Combiner
 from clipfuse.combiners.folds import can_crossfit
-from clipfuse.combiners.registry import combiner_from_state, make_combiner, register_combiner
+from clipfuse.combiners.registry import combiner_from_state, register_combiner
 from clipfuse.errors import FitError
 
 SEARCHES = (*PROXIES, "nlc")
@@ -50,7 +50,7 @@ __all__ = ["SEARCHES", "SubsetChoice", "SubsetNLC", "score_subsets", "search_sub
 
 
 @register_combiner(groups=("compute",))
-class SubsetNLC(Combiner):
+class SubsetNLC(ControllerOwner, Combiner):
     """NLC (or ``controller``) over the best backbone subset within ``budget_gflops``.
 
     ``budget_gflops=None`` means no limit (the best subset overall); ``gflops=None`` means every
@@ -63,7 +63,6 @@ class SubsetNLC(Combiner):
     name = "subset_nlc"
     uses_features = True
     min_per_class = 1
-    nested_params = {"controller": "controller_params"}
     selects_backbones = True
 
     def __init__(
@@ -98,19 +97,6 @@ class SubsetNLC(Combiner):
             raise FitError("subset_nlc: need shortlist >= 1 and folds >= 2")
         if self.budget_gflops is not None and self.budget_gflops <= 0:
             raise FitError(f"subset_nlc: budget_gflops must be > 0; got {self.budget_gflops}")
-
-    def _nested_defaults(self, prefix: str) -> dict[str, Any]:
-        defaults = make_combiner(self.controller).get_params(deep=True)
-        defaults.pop("device", None)
-        return defaults
-
-    def required_backbones(self) -> list[int]:
-        self._check_fitted()
-        return list(self.required_backbones_)
-
-    def _new_controller(self) -> Combiner:
-        params = dict(self.controller_params or {})
-        return build_combiner(self.controller, params, seed=int(self.seed), device=self.device)
 
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
         assert features is not None

@@ -36,3 +36,25 @@ def build_combiner(
 def learns_from_labels(combiner: Combiner) -> bool:
     """Does ``fit`` learn anything (so its training rows must be honest)?"""
     return type(combiner)._fit is not Combiner._fit
+
+
+class ControllerOwner:
+    """Mixin for combiners that fit registered controllers named by their ``controller`` and
+    ``controller_params`` parameters (cascades, subsets): building one, its defaults under
+    ``controller__*`` in ``get_params(deep=True)``, and the backbones fit chose to run."""
+
+    nested_params = {"controller": "controller_params"}
+
+    def _nested_defaults(self, prefix: str) -> dict[str, Any]:
+        defaults = make_combiner(self.controller).get_params(deep=True)
+        defaults.pop("device", None)
+        return defaults
+
+    def _new_controller(self) -> Combiner:
+        return build_combiner(
+            self.controller, self.controller_params, seed=int(self.seed), device=self.device
+        )
+
+    def required_backbones(self) -> list[int]:
+        self._check_fitted()
+        return list(self.required_backbones_)
