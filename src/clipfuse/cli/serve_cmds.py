@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 from clipfuse.cli.common import command, parsers
 from clipfuse.errors import ClipfuseError
 
@@ -34,18 +32,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--log-level", default="warning", help="uvicorn's log level")
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so that a busy port is one error line."""
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        raise ClipfuseError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
-    return sock
-
-
 @command("serve")
 def cmd_serve(args) -> int:
     from clipfuse.serve import missing_serve_deps
@@ -64,23 +50,20 @@ def cmd_serve(args) -> int:
     if not 0 <= args.port <= 65535:
         raise ClipfuseError(f"--port must be 0..65535; got {args.port}")
 
-    import uvicorn
-
     from clipfuse.ensemble.predict import load_needed
     from clipfuse.ensemble.saved import SavedEnsemble
     from clipfuse.serve.app import create_app
     from clipfuse.serve.decoding import Limits
+    from clipfuse.serve.runner import bind, serve_forever, url_of
 
     ensemble = SavedEnsemble.load(args.ensemble, device=args.device)
     backbones = load_needed(ensemble, args.device)
     limits = Limits(int(args.max_upload_mb * 1024 * 1024), args.max_images, args.max_pixels)
     app = create_app(ensemble, backbones, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      limits=limits, top_k=args.top_k)  # fmt: skip
-    sock = _bind(args.host, args.port)
-    host, port = sock.getsockname()[:2]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    sock = bind(args.host, args.port)
+    url = url_of(sock)
     print(f"clipfuse serve: {args.ensemble} ({ensemble.combiner.name}) on {url}  "
           f"(docs {url}/docs, max batch {args.max_batch}, max wait {args.max_wait_ms:g} ms)", flush=True)  # fmt: skip
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    serve_forever(app, sock, args.log_level)
     return 0
