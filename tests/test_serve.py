@@ -380,3 +380,52 @@ def test_serve_cli_errors_are_one_line(nlc_file, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(clipfuse.serve, "missing_serve_deps", lambda: ["fastapi", "uvicorn"])
     assert 'pip install "clipfuse[serve]"' in run(str(nlc_file))
+
+
+# ---- the batcher alone -------------------------------------------------------------------------
+
+
+def test_batcher_waits_only_for_requests_on_their_way():
+    import asyncio
+
+    import torch
+
+    from clipfuse.serve.batching import MicroBatcher
+
+    calls: list[int] = []
+
+    def run_batch(pixels):
+        return [{"row": float(v)} for v in pixels[0][:, 0]]
+
+    async def scenario():
+        batcher = MicroBatcher(run_batch, max_batch=4, max_wait_ms=3000, on_batch=calls.append)
+        batcher.start()
+        try:
+            start = time.perf_counter()
+            records, timing = await batcher.submit({0: torch.tensor([[1.0]])})
+            lone = time.perf_counter() - start  # nobody else announced: no 3 s wait
+            assert records == [{"row": 1.0}] and timing["batch_requests"] == 1
+
+            async def late(value: float, delay: float):
+                with batcher.expecting():
+                    await asyncio.sleep(delay)  # reading a slow body
+                return await batcher.submit({0: torch.tensor([[value]])})
+
+            second = asyncio.ensure_future(late(3.0, 0.3))
+            await asyncio.sleep(0.01)
+            (first, t1), (later, t2) = await asyncio.gather(
+                batcher.submit({0: torch.tensor([[2.0]])}), second
+            )
+            assert first == [{"row": 2.0}] and later == [{"row": 3.0}]
+            assert t1["batch_requests"] == t2["batch_requests"] == 2  # it waited for the second
+
+            many = torch.arange(6.0).reshape(6, 1)  # over max_batch: split, order kept
+            records, timing = await batcher.submit({0: many})
+            assert [r["row"] for r in records] == [0, 1, 2, 3, 4, 5] and timing["batch_images"] == 6
+            return lone
+        finally:
+            await batcher.close()
+
+    lone = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert lone < 1.5, lone
+    assert calls == [1, 2, 4, 2]

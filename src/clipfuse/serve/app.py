@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from clipfuse.ensemble.predict import predict_pixels, preprocess_images
 from clipfuse.ensemble.saved import SavedEnsemble
@@ -26,6 +27,7 @@ from clipfuse.serve.decoding import (
     Limits,
     Payload,
     RequestError,
+    bomb_warnings_are_errors,
     decode_image,
     json_payloads,
     media_type,
@@ -40,6 +42,32 @@ CLASSIFY_DOC = """Classify one or more images. Send either a multipart form with
 `clipfuse predict --json` plus `backbones` (those that ran); `timing` is the server's."""
 
 
+REQUEST_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "byte"}}
+                    },
+                }
+            },
+        },
+    }
+}
+
+
 def create_app(
     ensemble: SavedEnsemble,
     backbones: dict[int, Any],
@@ -52,6 +80,7 @@ def create_app(
 ) -> FastAPI:
     """An app serving `ensemble` with its loaded `backbones` ({position: Backbone})."""
     limits = limits or Limits()
+    bomb_warnings_are_errors()
     names = [rec["name"] for rec in ensemble.backbones]
     staged = hasattr(ensemble.combiner, "run_staged")
     order = [int(b) for b in getattr(ensemble.combiner, "order_", list(backbones))]
@@ -114,9 +143,12 @@ def create_app(
         return refuse("internal", message, 500)
 
     async def payloads_of(request: Request) -> list[Payload]:
-        body = await read_body(
-            request.stream(), request.headers.get("content-length"), limits.max_upload_bytes
-        )
+        try:
+            body = await read_body(
+                request.stream(), request.headers.get("content-length"), limits.max_upload_bytes
+            )
+        except ClientDisconnect:
+            raise RequestError("client_disconnected", "the client went away mid-body") from None
         kind = media_type(request.headers.get("content-type"))
         if not body:
             raise RequestError("empty_body", "the request body is empty")
@@ -135,13 +167,15 @@ def create_app(
         images = [decode_image(p, limits) for p in payloads]
         return preprocess_images(backbones, images)
 
-    @app.post("/v1/classify", description=CLASSIFY_DOC)
+    @app.post("/v1/classify", description=CLASSIFY_DOC, openapi_extra=REQUEST_BODY_DOC)
     async def classify(request: Request) -> dict[str, Any]:
         start = time.perf_counter()
-        payloads = await payloads_of(request)
-        pixels = await anyio.to_thread.run_sync(prepare, payloads)
+        batcher: MicroBatcher = state["batcher"]
+        with batcher.expecting():
+            payloads = await payloads_of(request)
+            pixels = await anyio.to_thread.run_sync(prepare, payloads)
         decoded = time.perf_counter()
-        records, timing = await state["batcher"].submit(pixels)
+        records, timing = await batcher.submit(pixels)
         predictions = [
             {"image": p.name, **record, "backbones": ran(record)}
             for p, record in zip(payloads, records)

@@ -2,11 +2,16 @@
 model runs once on up to `max_batch` images instead of once per request. The model runs in one
 dedicated thread (torch never blocks the event loop, and only one model is in memory); while it
 runs, new requests pile up and form the next batch, so batches grow with the load by themselves.
+
+The wait is only spent when it can pay: requests announce themselves (`expecting`) when they
+start reading their body, and a batch stops waiting as soon as no announced request is still
+on its way, so a lone client never waits `max_wait_ms` for nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,6 +52,17 @@ class MicroBatcher:
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="clipfuse-model")
         self._task: asyncio.Task | None = None
+        self._coming = 0  # requests being read or decoded, not yet submitted
+
+    @contextlib.contextmanager
+    def expecting(self):
+        """Around reading + decoding a request: a batch may wait for it."""
+        self._coming += 1
+        try:
+            yield
+        finally:
+            self._coming -= 1
+            self._arrived.set()  # a waiting batch re-checks whether anyone is still coming
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
@@ -74,27 +90,31 @@ class MicroBatcher:
         self._arrived.set()
         return await job.future
 
-    async def _wait_for_job(self, timeout: float | None) -> bool:
+    async def _wait_for_job(self) -> None:
         while not self._jobs:
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), timeout)
-            except asyncio.TimeoutError:
-                return bool(self._jobs)
-        return True
+            await self._wait_for_signal(None)
+
+    async def _wait_for_signal(self, timeout: float | None) -> None:
+        """Until a job arrives, an expected request gives up, or `timeout` seconds."""
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wait_for_job(None)
+            await self._wait_for_job()
             jobs = [self._jobs.popleft()]
             n = jobs[0].n
             deadline = loop.time() + self.max_wait
             while n < self.max_batch:
                 if not self._jobs:
                     remaining = deadline - loop.time()
-                    if remaining <= 0 or not await self._wait_for_job(remaining):
-                        break
+                    if remaining <= 0 or self._coming == 0:
+                        break  # the wait is over, or nobody is on the way
+                    await self._wait_for_signal(remaining)
                     continue
                 if n + self._jobs[0].n > self.max_batch:
                     break  # it starts the next batch

@@ -4,7 +4,7 @@ Everything a client sends is bytes: nothing here opens a path. Decoding refuses 
 the server down: bodies over the size limit (counted while reading, so at most the limit is ever
 buffered), more images than allowed, images whose header promises more pixels than allowed
 (decompression bombs, checked before any pixel is decoded; PIL's own bomb warning is an error
-here too), truncated or corrupt files, and formats outside a small list of common ones.
+here too, see `bomb_warnings_are_errors`), truncated or corrupt files, and formats outside a small list of common ones.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ KINDS = {
     "decompression_bomb": 413,
     "truncated_image": 422,
     "corrupt_image": 422,
+    "client_disconnected": 400,  # nobody reads this answer; counted in /metrics
 }
 
 
@@ -120,41 +121,43 @@ def check_count(n: int, limits: Limits) -> None:
         )
 
 
+def bomb_warnings_are_errors() -> None:
+    """PIL warns (and decodes anyway) between MAX_IMAGE_PIXELS and twice that; a server must
+    refuse. Set once per process: `warnings.catch_warnings` per image would not be thread-safe,
+    and images are decoded in several threads at once."""
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
+
+
 def decode_image(payload: Payload, limits: Limits) -> Image.Image:
     """Bytes -> RGB image exactly as `clipfuse predict` decodes a file, or a RequestError."""
     where = f"image {payload.name!r}"
     if not payload.data:
         raise RequestError("not_an_image", f"{where} is empty")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(payload.data), formats=FORMATS)
-            width, height = image.size
-            if width * height > limits.max_pixels:
-                raise RequestError(
-                    "decompression_bomb",
-                    f"{where} is {width}x{height} pixels, over the limit of {limits.max_pixels} (--max-pixels)",
-                )
-            image.load()
-            return image.convert("RGB")
-        except RequestError:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise RequestError("decompression_bomb", f"{where} refused: {exc}") from None
-        except UnidentifiedImageError:
+    try:
+        image = Image.open(io.BytesIO(payload.data), formats=FORMATS)
+        width, height = image.size
+        if width * height > limits.max_pixels:
             raise RequestError(
-                "not_an_image",
-                f"{where} is not an image in a supported format ({', '.join(FORMATS)})",
-            ) from None
-        except OSError as exc:
-            kind = "truncated_image" if "truncated" in str(exc).lower() else "corrupt_image"
-            raise RequestError(kind, f"{where} cannot be decoded ({exc})") from None
-        except (
-            Exception
-        ) as exc:  # PIL plugins raise many types on hostile input; all are the client's
-            raise RequestError(
-                "corrupt_image", f"{where} cannot be decoded ({type(exc).__name__}: {exc})"
-            ) from None
+                "decompression_bomb",
+                f"{where} is {width}x{height} pixels, over the limit of {limits.max_pixels} (--max-pixels)",
+            )
+        image.load()
+        return image.convert("RGB")
+    except RequestError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RequestError("decompression_bomb", f"{where} refused: {exc}") from None
+    except UnidentifiedImageError:
+        raise RequestError(
+            "not_an_image", f"{where} is not an image in a supported format ({', '.join(FORMATS)})"
+        ) from None
+    except OSError as exc:
+        kind = "truncated_image" if "truncated" in str(exc).lower() else "corrupt_image"
+        raise RequestError(kind, f"{where} cannot be decoded ({exc})") from None
+    except Exception as exc:  # PIL plugins raise many types on hostile input; all are the client's
+        raise RequestError(
+            "corrupt_image", f"{where} cannot be decoded ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 async def multipart_payloads(headers, body: bytes, limits: Limits) -> list[Payload]:
