@@ -2,10 +2,12 @@
 1 vs 8, NLC vs cascade, on the zoo backbones (issue 14).
 
 Setup (cached in --work): the zoo backbones over the shipped CIFAR-10 demo train split, an NLC
-and a cascade fitted on a 1-shot hold-out with `clipfuse fit`. Each configuration starts a real
-`clipfuse serve` subprocess on 127.0.0.1 (its own port, the same thread count), waits for
-/readyz, sends a few warm-up requests, then C client threads (httpx, one connection each) send
-single-image raw JPEG requests of shipped demo test images until --requests are answered.
+and a cascade fitted on a 1-shot hold-out with `clipfuse fit`. Per method, one real `clipfuse
+serve` subprocess per mode on 127.0.0.1 (own port, same torch threads), all up together after
+/readyz and a few warm-up requests; their runs alternate (on, off, on, off, ...), --reps runs
+each, the best (highest images/s) kept, so that other jobs on a shared machine hit both sides
+alike. In a run, C client threads (httpx, one connection each) send single-image raw JPEG
+requests of shipped demo test images until --requests are answered.
 
 Reported per configuration: images/s (answered images / wall), client-side p50/p95 latency,
 the mean images per model call (the answers' `timing.batch_images`), and per image the backbones
@@ -13,7 +15,7 @@ run and GFLOPs (a cascade's `cost`; for NLC every backbone's image GFLOPs). "on"
 --max-batch 32 --max-wait-ms 5; "off" is --max-batch 1 --max-wait-ms 0 (one image per model
 call, the same code path otherwise). Every answer is checked against `clipfuse predict`.
 
-    python benchmarks/bench_serve.py                      # 4 zoo backbones, 160 requests each
+    python benchmarks/bench_serve.py                      # 4 zoo backbones, 3 x 160 requests per configuration
     python benchmarks/bench_serve.py --requests 64 --backbone zoo:rn-tiny --backbone zoo:vit-p4
 """
 
@@ -139,6 +141,21 @@ def load(url: str, images: dict[str, bytes], expected: dict[str, str], clients: 
     return results, wall, wrong
 
 
+def measure(url, images, expected, clients: int, requests: int, gflops: dict[str, float]) -> dict:
+    results, wall, wrong = load(url, images, expected, clients, requests)
+    lat = [1000 * t for t, _, _ in results]
+    answers = [r.json() for _, _, r in results if r.status_code == 200]
+    preds = [a["predictions"][0] for a in answers]
+    per_image = [p.get("cost", sum(gflops.values())) for p in preds]  # NLC runs every backbone
+    return {
+        "requests": len(results), "wrong": wrong, "images_per_s": len(results) / wall,
+        "p50_ms": statistics.median(lat), "p95_ms": percentile(lat, 0.95),
+        "mean_batch": statistics.fmean(a["timing"]["batch_images"] for a in answers),
+        "backbones_per_image": statistics.fmean(len(p["backbones"]) for p in preds),
+        "gflops_per_image": statistics.fmean(per_image), "load": _machine.load_average(),
+    }  # fmt: skip
+
+
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
@@ -155,35 +172,39 @@ def run(args) -> None:
     ensembles = {m: fitted(work, specs, m) for m in args.methods}
     folder = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     images = demo_test_images(args.images, folder)
-    rows = []
+    rows, runs = [], []  # rows: the best run (highest img/s) of each configuration
     for method, ensemble in ensembles.items():
         expected = expected_answers(ensemble, list(images))
-        for mode in args.modes:
-            with server(
-                ensemble, MODES[mode], work / f"serve-{method}-{mode}.log", args.threads
-            ) as (url, startup):
-                load(url, images, expected, 2, 8)  # warm-up: connections, allocator, caches
+        with contextlib.ExitStack() as stack:
+            servers = {}  # every mode's server up at once: their runs alternate, same minutes
+            for mode in args.modes:
+                log = work / f"serve-{method}-{mode}.log"
+                servers[mode] = stack.enter_context(
+                    server(ensemble, MODES[mode], log, args.threads)
+                )
+                load(servers[mode][0], images, expected, 2, 8)  # warm-up: connections, caches
+            best: dict[tuple[str, int], dict] = {}
+            for rep in range(args.reps):
                 for clients in args.clients:
-                    results, wall, wrong = load(url, images, expected, clients, args.requests)
-                    lat = [1000 * t for t, _, _ in results]
-                    preds = [
-                        r.json()["predictions"][0] for _, _, r in results if r.status_code == 200
-                    ]
-                    timings = [r.json()["timing"] for _, _, r in results if r.status_code == 200]
-                    per_image = [p.get("cost", sum(gflops.values())) for p in preds]
-                    rows.append({
-                        "method": method, "batching": mode, "clients": clients, "requests": len(results),
-                        "wrong": wrong, "images_per_s": len(results) / wall,
-                        "p50_ms": statistics.median(lat), "p95_ms": percentile(lat, 0.95),
-                        "mean_batch": statistics.fmean(t["batch_images"] for t in timings),
-                        "backbones_per_image": statistics.fmean(len(p["backbones"]) for p in preds),
-                        "gflops_per_image": statistics.fmean(per_image), "startup_s": startup,
-                        "load": _machine.load_average(),
-                    })  # fmt: skip
-                    r = rows[-1]
-                    print(f"{method:8} batching {mode:3} clients {clients}: {r['images_per_s']:7.1f} img/s  "
-                          f"p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  batch {r['mean_batch']:4.1f}  "
-                          f"wrong {wrong}  (server ready in {startup:.1f} s, load {r['load']})", flush=True)  # fmt: skip
+                    for mode, (url, startup) in servers.items():
+                        r = measure(url, images, expected, clients, args.requests, gflops)
+                        r.update(
+                            method=method,
+                            batching=mode,
+                            clients=clients,
+                            rep=rep,
+                            startup_s=startup,
+                        )
+                        print(f"{method:8} batching {mode:3} clients {clients} run {rep + 1}: "
+                              f"{r['images_per_s']:7.1f} img/s  p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  "
+                              f"batch {r['mean_batch']:4.1f}  wrong {r['wrong']}  (server ready in {startup:.1f} s, "
+                              f"load {r['load']})", flush=True)  # fmt: skip
+                        runs.append(r)
+                        if r["images_per_s"] > best.get((mode, clients), {}).get(
+                            "images_per_s", -1
+                        ):
+                            best[(mode, clients)] = r
+            rows.extend(best.values())
     print()
     print(f"{'method':8} {'clients':>7} {'img/s on':>9} {'img/s off':>9} {'on/off':>7} "
           f"{'p50 on':>7} {'p50 off':>7} {'p95 on':>7} {'p95 off':>7} {'batch on':>8} {'backbones':>9} {'GFLOPs':>7}")  # fmt: skip
@@ -219,7 +240,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["nlc", "cascade"])
     parser.add_argument("--modes", nargs="+", default=["on", "off"], choices=list(MODES))
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 8])
-    parser.add_argument("--requests", type=int, default=160, help="requests per configuration")
+    parser.add_argument("--requests", type=int, default=160, help="requests per run")
+    parser.add_argument("--reps", type=int, default=3, help="runs per configuration (best kept)")
     parser.add_argument("--images", type=int, default=40, help="distinct demo test images sent")
     parser.add_argument(
         "--work", default=os.path.join(tempfile.gettempdir(), "clipfuse-bench-serve")

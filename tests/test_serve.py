@@ -285,8 +285,9 @@ def png_bytes(size: tuple[int, int]) -> bytes:
     return buffer.getvalue()
 
 
-def bad_requests(jpeg: bytes) -> list[tuple[str, str, dict]]:
-    """(case, expected kind, httpx.post keyword arguments)."""
+def bad_requests(jpeg: bytes, path: str) -> list[tuple[str, str, dict]]:
+    """(case, expected kind, httpx.post keyword arguments); `path` is a readable image file
+    that the server must never open."""
     image = {"content-type": "image/jpeg"}
     big = b"\xff" * (1024 * 1024 + 512 * 1024)  # 1.5 MB, the server takes 1 MB
     bomb = png_bytes((1100, 1100))  # a real 1.2-megapixel PNG of a few kB; the limit is 1 MP
@@ -313,13 +314,16 @@ def bad_requests(jpeg: bytes) -> list[tuple[str, str, dict]]:
         ("wrong content type", "unsupported_media_type", {"content": jpeg, "headers": {"content-type": "application/xml"}}),
         ("no content type", "unsupported_media_type", {"content": jpeg, "headers": {"content-type": ""}}),
         ("multipart without a boundary", "bad_multipart", {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}),
+        ("a path as the raw body", "not_an_image", {"content": path.encode(), "headers": image}),
+        ("a path as the file name, no bytes", "not_an_image", {"files": [("file", (path, b""))]}),
+        ("a path as base64 text", "bad_base64", {"json": {"images": [path]}}),
         ("multipart without a file part", "no_images", {"data": {"other": "x"}, "files": [("note", ("n.txt", b"x"))]}),
     ]  # fmt: skip
 
 
 def test_bad_input_is_one_4xx_json_line_counted_in_metrics(nlc_server, demo_images, nlc_expected):
     path, jpeg = next(iter(demo_images.items()))
-    cases = bad_requests(jpeg)
+    cases = bad_requests(jpeg, path)
     before = {kind: metric(nlc_server, "clipfuse_errors_total", kind=kind) for _, kind, _ in cases}
     sent: dict[str, int] = {}
     with httpx.Client(base_url=nlc_server, timeout=TIMEOUT) as http:
