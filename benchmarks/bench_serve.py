@@ -151,9 +151,41 @@ def measure(url, images, expected, clients: int, requests: int, gflops: dict[str
         "requests": len(results), "wrong": wrong, "images_per_s": len(results) / wall,
         "p50_ms": statistics.median(lat), "p95_ms": percentile(lat, 0.95),
         "mean_batch": statistics.fmean(a["timing"]["batch_images"] for a in answers),
+        "decode_ms": statistics.fmean(a["timing"]["decode_ms"] for a in answers),
+        "model_ms": statistics.fmean(a["timing"]["model_ms"] for a in answers),
         "backbones_per_image": statistics.fmean(len(p["backbones"]) for p in preds),
         "gflops_per_image": statistics.fmean(per_image), "load": _machine.load_average(),
     }  # fmt: skip
+
+
+def model_calls(ensemble: Path, images: dict[str, bytes], threads: int) -> dict[int, float]:
+    """Milliseconds of one `predict_pixels` call in this process (no HTTP), per batch size: what
+    batching can gain at most."""
+    import torch
+
+    from clipfuse.ensemble.predict import load_needed, predict_pixels, preprocess_images
+    from clipfuse.ensemble.saved import SavedEnsemble
+    from clipfuse.serve.decoding import Limits, Payload, decode_image
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        saved = SavedEnsemble.load(ensemble)
+        backbones = load_needed(saved)
+        decoded = [decode_image(Payload(p, d), Limits()) for p, d in images.items()]
+        out = {}
+        for n in (1, 8, 32):
+            pixels = preprocess_images(backbones, (decoded * 32)[:n])
+            predict_pixels(saved, backbones, pixels)
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                predict_pixels(saved, backbones, pixels)
+                times.append(1000 * (time.perf_counter() - start))
+            out[n] = min(times)
+        return out
+    finally:
+        torch.set_num_threads(before)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -172,9 +204,14 @@ def run(args) -> None:
     ensembles = {m: fitted(work, specs, m) for m in args.methods}
     folder = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     images = demo_test_images(args.images, folder)
+    model_rows: dict[str, dict[int, float]] = {}
     rows, runs = [], []  # rows: the best run (highest img/s) of each configuration
     for method, ensemble in ensembles.items():
         expected = expected_answers(ensemble, list(images))
+        calls = model_calls(ensemble, images, args.threads)
+        model_rows[method] = calls
+        print(f"{method}: one model call in-process (best of 5): "
+              + ", ".join(f"{n} images {ms:.1f} ms ({ms / n:.2f} ms/image)" for n, ms in calls.items()), flush=True)  # fmt: skip
         with contextlib.ExitStack() as stack:
             servers = {}  # every mode's server up at once: their runs alternate, same minutes
             for mode in args.modes:
@@ -197,7 +234,7 @@ def run(args) -> None:
                         )
                         print(f"{method:8} batching {mode:3} clients {clients} run {rep + 1}: "
                               f"{r['images_per_s']:7.1f} img/s  p50 {r['p50_ms']:6.1f} ms  p95 {r['p95_ms']:6.1f} ms  "
-                              f"batch {r['mean_batch']:4.1f}  wrong {r['wrong']}  (server ready in {startup:.1f} s, "
+                              f"batch {r['mean_batch']:4.1f}  decode {r['decode_ms']:4.1f} ms  model {r['model_ms']:5.1f} ms  wrong {r['wrong']}  (server ready in {startup:.1f} s, "
                               f"load {r['load']})", flush=True)  # fmt: skip
                         runs.append(r)
                         if r["images_per_s"] > best.get((mode, clients), {}).get(
