@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clipfuse.cli import analysis_cmds, core_cmds, fusion_cmds  # noqa: F401  (registers the commands)
+from clipfuse.cli import analysis_cmds, core_cmds, fusion_cmds, serve_cmds  # noqa: F401  (registers the commands)
 from clipfuse.cli.common import COMMANDS, PARSERS
 from clipfuse.errors import ClipfuseError
 

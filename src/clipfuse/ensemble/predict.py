@@ -4,6 +4,10 @@ combiner needs, fuse, and report label, probability and (for NLC) the per-backbo
 Compute-aware combiners run less: a subset ensemble (``required_backbones_``) loads and runs
 only its backbones; a cascade (``run_staged``) runs its backbones one at a time, cheapest
 first, and encodes a backbone only for the images of the batch that have not exited yet.
+
+`predict_pixels` is the core, on one batch of preprocessed pixels: `predict_images` feeds it
+batches decoded from files, the HTTP server (`clipfuse.serve`) batches decoded from requests, so
+both give the same labels and probabilities.
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from clipfuse.backbones.backbone import Backbone
 from clipfuse.data.sources import files_dataset
-from clipfuse.extraction.decode_once import DecodeOnceDataset, ShardNeeds, collate_decoded
-from clipfuse.extraction.engine import default_workers, encode_stream
+from clipfuse.extraction.decode_once import (
+    DecodeOnceDataset,
+    ShardNeeds,
+    collate_decoded,
+    reopen_reader,
+)
+from clipfuse.extraction.engine import default_workers, preprocess_key
 
 if TYPE_CHECKING:
     from clipfuse.ensemble.saved import SavedEnsemble
@@ -38,19 +48,121 @@ def _full_inputs(
 
 
 def _batches(backbones, needed, dataset, batch_size, num_workers, progress):
-    """Decoded batches (positions, {backbone: pixels}, failures) without encoding anything."""
-    transforms = [None] * len(needed)
-    for k, b in enumerate(needed):
-        transforms[k] = backbones[b].preprocess
+    """Decoded batches (positions, {slot k of `needed`: (positions, pixels)}, failures).
+    Backbones with equal preprocessing share one transform per image, as in extraction."""
+    chosen = [backbones[b] for b in needed]
     loader = DataLoader(
-        DecodeOnceDataset(dataset, range(len(dataset)), transforms, ShardNeeds(None, 1, len(needed))),
-        batch_size=batch_size, num_workers=default_workers([backbones[b] for b in needed]) if num_workers is None else num_workers,
-        collate_fn=collate_decoded,
+        DecodeOnceDataset(dataset, range(len(dataset)), [m.preprocess for m in chosen],
+                          ShardNeeds(None, 1, len(needed)), share_keys=[preprocess_key(m) for m in chosen]),
+        batch_size=batch_size, num_workers=default_workers(chosen) if num_workers is None else num_workers,
+        collate_fn=collate_decoded, worker_init_fn=reopen_reader,
     )  # fmt: skip
     with tqdm(total=len(dataset), unit="img", desc="predict", disable=not progress) as bar:
         for ok_positions, pixels, failures in loader:
             yield ok_positions, pixels, failures
             bar.update(len(ok_positions) + len(failures))
+
+
+def preprocess_images(backbones: dict[int, Backbone], images: list) -> dict[int, torch.Tensor]:
+    """Decoded RGB PIL images -> {backbone: (N, 3, H, W) pixels}; backbones with the same
+    preprocessing share one transform per image (what `predict_images`' loader does)."""
+    shared: dict[str, torch.Tensor] = {}
+    pixels = {}
+    for b, backbone in backbones.items():
+        key = preprocess_key(backbone)
+        if key not in shared:
+            shared[key] = torch.stack([backbone.preprocess(image) for image in images])
+        pixels[b] = shared[key]
+    return pixels
+
+
+def predict_pixels(
+    ensemble: SavedEnsemble,
+    backbones: dict[int, Backbone],
+    pixels: dict[int, torch.Tensor],
+    top_k: int = 1,
+) -> list[dict[str, Any]]:
+    """The core of prediction, shared by `predict_images` and the HTTP server: one batch of
+    preprocessed pixels ({needed backbone: (N, 3, H, W)}) -> one record per image (label,
+    probability, top-k, NLC temperatures or a cascade's backbones run and cost). A cascade
+    encodes a later backbone only for the rows that have not exited."""
+    needed = list(backbones)
+    n = len(next(iter(pixels.values())))
+    with torch.inference_mode():
+        if ensemble.combiner.supports_staged:
+            proba, cost, used = run_cascade(
+                ensemble, lambda b, rows: backbones[b].encode_images(pixels[b][rows]), n
+            )
+            return prediction_records(ensemble, proba, top_k, cost=cost, used=used)
+        encoded = {
+            k: (None, backbones[b].encode_images(pixels[b]).cpu().numpy())
+            for k, b in enumerate(needed)
+        }
+        proba, temps = fuse_features(ensemble, needed, encoded, n)
+    return prediction_records(ensemble, proba, top_k, temps=temps)
+
+
+def load_needed(ensemble: SavedEnsemble, device: str = "cpu") -> dict[int, Backbone]:
+    """{position: loaded backbone} for the backbones the combiner reads, fingerprints checked."""
+    needed = needed_backbones(ensemble)
+    return dict(zip(needed, ensemble.load_backbones(device=device, only=needed)))
+
+
+def needed_backbones(ensemble: SavedEnsemble) -> list[int]:
+    """The backbone positions the combiner reads (a subset ensemble needs fewer than all)."""
+    combiner = ensemble.combiner
+    return [int(b) for b in combiner.required_backbones()]
+
+
+def fuse_features(
+    ensemble: SavedEnsemble, needed: list[int], encoded: dict[int, np.ndarray], n: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(probabilities (N, C), NLC temperatures (N, B) or None) from the needed backbones'
+    features (`encoded[k]` = (positions, features) of backbone `needed[k]`)."""
+    combiner = ensemble.combiner
+    features, logits = _full_inputs(ensemble, needed, encoded, n)
+    proba = combiner.predict_proba(features, logits).cpu()
+    temps = None
+    if combiner.has_temperatures:
+        temps = combiner.predict_temperatures(features).cpu()
+    return proba, temps
+
+
+def run_cascade(ensemble: SavedEnsemble, encode, n: int):
+    """(probabilities, cost, backbones run) of a staged combiner; `encode(b, rows)` encodes the
+    images at `rows` with backbone `b` and is called only for the rows that have not exited."""
+
+    def fetch(b: int, rows: torch.Tensor):
+        feats = encode(b, rows.cpu()).cpu()
+        return feats, ensemble.backbone_logits(b, feats)
+
+    with torch.no_grad():
+        fused, cost, used = ensemble.combiner.run_staged(n, fetch)
+    return torch.softmax(fused, dim=-1).cpu(), cost, used
+
+
+def prediction_records(
+    ensemble: SavedEnsemble, proba: torch.Tensor, top_k: int, temps=None, cost=None, used=None
+) -> list[dict[str, Any]]:
+    """One `clipfuse predict --json` item per row (without its "image" key)."""
+    values, classes = proba.topk(min(top_k, proba.shape[1]), dim=1)
+    records = []
+    for row in range(proba.shape[0]):
+        record = {
+            "label": ensemble.classnames[int(classes[row, 0])],
+            "probability": float(values[row, 0]),
+            "top": [{"label": ensemble.classnames[int(c)], "probability": float(v)}
+                    for c, v in zip(classes[row], values[row])],
+        }  # fmt: skip
+        if temps is not None:
+            record["temperatures"] = {
+                rec["name"]: float(t) for rec, t in zip(ensemble.backbones, temps[row])
+            }
+        if used is not None:
+            record["backbones_run"] = int(used[row])
+            record["cost"] = float(cost[row])
+        records.append(record)
+    return records
 
 
 def predict_images(
@@ -65,52 +177,16 @@ def predict_images(
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """(predictions, failures): one dict per readable image, one per unreadable one."""
     dataset = files_dataset(paths)
-    combiner = ensemble.combiner
-    needed = [int(b) for b in combiner.required_backbones()]
-    backbones = dict(zip(needed, ensemble.load_backbones(device=device, only=needed)))
-    staged = combiner.supports_staged
+    backbones = load_needed(ensemble, device)
     predictions: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
-    if staged:
-        stream = _batches(backbones, needed, dataset, batch_size, num_workers, progress)
-    else:
-        stream = encode_stream([backbones[b] for b in needed], dataset, range(len(dataset)), batch_size=batch_size,
-                               num_workers=num_workers, progress=progress, desc="predict")  # fmt: skip
+    stream = _batches(backbones, list(backbones), dataset, batch_size, num_workers, progress)
     for ok_positions, batch, batch_failures in stream:
         failures.extend({"image": dataset.sample_ids[p], "error": e} for p, e in batch_failures)
         if not ok_positions:
             continue
-        cost = used = temps = None
-        if staged:
-            slot = {b: k for k, b in enumerate(needed)}
-
-            def fetch(b: int, rows: torch.Tensor, batch=batch, slot=slot):
-                feats = backbones[b].encode_images(batch[slot[b]][1][rows.cpu()]).cpu()
-                return feats, ensemble.backbone_logits(b, feats)
-
-            with torch.no_grad():
-                fused, cost, used = combiner.run_staged(len(ok_positions), fetch)
-            proba = torch.softmax(fused, dim=-1).cpu()
-        else:
-            features, logits = _full_inputs(ensemble, needed, batch, len(ok_positions))
-            proba = combiner.predict_proba(features, logits).cpu()
-            if combiner.has_temperatures:
-                temps = combiner.predict_temperatures(features).cpu()
-        values, classes = proba.topk(min(top_k, proba.shape[1]), dim=1)
-        for row, position in enumerate(ok_positions):
-            record = {
-                "image": dataset.sample_ids[position],
-                "label": ensemble.classnames[int(classes[row, 0])],
-                "probability": float(values[row, 0]),
-                "top": [{"label": ensemble.classnames[int(c)], "probability": float(v)}
-                        for c, v in zip(classes[row], values[row])],
-            }  # fmt: skip
-            if temps is not None:
-                record["temperatures"] = {
-                    rec["name"]: float(t) for rec, t in zip(ensemble.backbones, temps[row])
-                }
-            if used is not None:
-                record["backbones_run"] = int(used[row])
-                record["cost"] = float(cost[row])
-            predictions.append(record)
+        pixels = {b: batch[k][1] for k, b in enumerate(backbones)}  # loader slots follow `needed`
+        records = predict_pixels(ensemble, backbones, pixels, top_k)
+        for position, record in zip(ok_positions, records):
+            predictions.append({"image": dataset.sample_ids[position], **record})
     return predictions, failures
