@@ -10,6 +10,7 @@ import numpy as np
 
 from clipfuse.cli.common import (
     add_data_args,
+    add_engine_args,
     command,
     existing_store,
     open_data,
@@ -91,11 +92,13 @@ def _command_line(args) -> list[str]:
 
 @command("evaluate")
 def cmd_evaluate(args) -> int:
+    from clipfuse.engines import get_engine
+    from clipfuse.evaluation.fanout import evaluate_with
     from clipfuse.evaluation.holdout import parse_budgets
     from clipfuse.evaluation.outputs import write_results
-    from clipfuse.evaluation.runner import evaluate_methods
 
     command_line = _command_line(args)  # before _bundle rewrites args.limit
+    engine = None if args.engine == "local" else get_engine(args.engine, args.ray_address)
     store = existing_store(args.store)
     budgets = parse_budgets(args.shots, args.fraction)
     if args.seeds < 1:
@@ -105,7 +108,8 @@ def cmd_evaluate(args) -> int:
     test_limit = limit if args.test_limit is None else args.test_limit
     dataset, train = _bundle(args, store, args.train_split, train_limit)
     _, test = _bundle(args, store, args.test_split, test_limit)
-    result = evaluate_methods(
+    result = evaluate_with(
+        engine,
         train,
         test,
         [m.strip() for m in args.methods.split(",") if m.strip()],
@@ -117,6 +121,8 @@ def cmd_evaluate(args) -> int:
         device=args.device,
         progress=not args.quiet,
     )
+    if engine is not None:
+        engine.close()
     paths = write_results(result, args.out, command_line)
     if args.json:
         print(json.dumps(result.summary(), indent=1))
@@ -254,6 +260,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="results directory")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_engine_args(p)
 
     p = sub.add_parser(
         "fit", help="fit one combiner on a hold-out draw and save a self-contained ensemble"
