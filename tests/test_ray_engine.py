@@ -216,3 +216,58 @@ def test_unreachable_or_malformed_address_fails_fast_in_one_line(tmp_path, capsy
     assert not (tmp_path / "s").exists()  # nothing written before the engine was there
     assert main(_extract_argv(tmp_path / "s", "--ray-address", "auto")) == 2
     assert "--ray-address needs --engine ray" in capsys.readouterr().err
+
+
+def test_default_pools_fit_the_cluster_and_split_gpus_by_gflops():
+    from types import SimpleNamespace
+
+    from clipfuse.engines.ray import pool_shapes
+
+    def fake(device: str, gflops: float | None):
+        return SimpleNamespace(
+            device=SimpleNamespace(type=device), info=SimpleNamespace(image_gflops=gflops)
+        )
+
+    shapes, decode = pool_shapes([fake("cpu", 0.1)] * 4, cpus=2, gpus=0)
+    assert {(s.num_cpus, s.concurrency) for s in shapes} == {(0.4, 1)} and decode == 0.4
+    assert sum(s.num_cpus * s.concurrency for s in shapes) + decode <= 2
+    shapes, _ = pool_shapes([fake("cpu", 0.1)] * 2, cpus=16, gpus=0)
+    assert [(s.num_cpus, s.concurrency) for s in shapes] == [(1.0, 5), (1.0, 5)]
+    # 8 GPUs, one heavy backbone (191 GFLOPs) and two light ones (4.4): 7 actors and 0.18 GPU
+    shapes, _ = pool_shapes([fake("cuda", 191.0), fake("cuda", 4.4), fake("cuda", 4.4)], 32, 8)
+    assert (shapes[0].num_gpus, shapes[0].concurrency) == (1.0, 7)
+    assert shapes[1].concurrency == 1 and 0.17 < shapes[1].num_gpus < 0.18
+    assert sum(s.num_gpus * s.concurrency for s in shapes) <= 8
+
+
+def test_a_worker_that_cannot_read_the_data_stops_the_job_in_one_line(tmp_path):
+    """The decode stage, called as Ray calls it, on data a node cannot see (a deleted file)."""
+    from clipfuse.engines.ray_stages import read_and_decode
+    from clipfuse.errors import DataError
+
+    folder = tmp_path / "images"
+    shutil.copytree(DEMO, folder)
+    dataset = open_dataset(f"imagefolder:{folder}", "test", limit=20)
+    chunk = {"shard": np.array([0]), "start": np.array([0]), "stop": np.array([4])}
+    rows = read_and_decode(chunk, dataset)
+    assert list(rows["position"]) == [0, 1, 2, 3] and not any(rows["error"])
+    assert rows["image"][0].shape == (32, 32, 3)
+    (folder / "test.tar").unlink()
+    (folder / "train.tar").unlink()
+    dataset.reader.__setstate__(dataset.reader.__getstate__())  # as a fresh worker opens it
+    with pytest.raises(DataError, match="cannot read sample .* every node must see the data"):
+        read_and_decode(chunk, dataset)
+
+
+def _raise_data_error(shared, item):
+    from clipfuse.errors import DataError
+
+    raise DataError(f"bad item {item}")
+
+
+def test_a_failed_ray_task_is_one_line_with_the_user_error(ray_engine):
+    from clipfuse.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        ray_engine.map(_raise_data_error, [7])
+    assert str(info.value) == "bad item 7"  # not Ray's multi-line traceback

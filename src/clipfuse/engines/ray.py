@@ -122,20 +122,34 @@ class PoolShape:
     threads: int  # torch intra-op threads per actor
 
 
-def pool_shapes(backbones: Sequence[Backbone], cpus: float, gpus: float) -> tuple[PoolShape, float]:
-    """Default pools and the decode tasks' CPUs, so that every stage fits on the cluster at once.
+def pool_shapes(
+    backbones: Sequence[Backbone], cpus: float, gpus: float
+) -> tuple[tuple[PoolShape, ...], float]:
+    """Default pools and the decode stage's CPUs, so that every stage fits on the cluster at once.
 
-    A backbone on a GPU gets whole GPUs (or an equal share when there are fewer GPUs than
-    backbones) and one CPU per actor. CPU backbones and the decode stage share the CPUs equally
-    (B backbones: B + 1 shares); a share of one CPU or more becomes that many one-CPU actors.
-    Asking for more than the cluster has would leave a pool unscheduled and the job stalled.
+    GPU backbones split the GPUs in proportion to their GFLOPs per image (equally when a count
+    is unknown): a share of one GPU or more becomes that many one-GPU actors, a smaller share one
+    actor holding that fraction of a GPU. CPU backbones and the decode stage share the CPUs
+    equally (B + 1 shares); a share of one CPU or more becomes that many one-CPU actors. Asking
+    for more than the cluster has would leave a pool unscheduled and the job stalled.
     """
     b = max(1, len(backbones))
     share = cpus / (b + 1)
     cpu_shape = PoolShape(1.0, 0.0, int(share), 1) if share >= 1 else PoolShape(share, 0.0, 1, 1)
-    gpu_per = 1.0 if gpus >= b else gpus / b if gpus > 0 else 0.0
-    gpu_shape = PoolShape(1.0, gpu_per, max(1, int(gpus // b)), 1)
-    shapes = tuple(gpu_shape if bb.device.type == "cuda" else cpu_shape for bb in backbones)
+    on_gpu = [bb for bb in backbones if bb.device.type == "cuda"]
+    known = [bb.info.image_gflops for bb in on_gpu if bb.info.image_gflops]
+    weight = {
+        id(bb): (bb.info.image_gflops or 0.0) if len(known) == len(on_gpu) else 1.0 for bb in on_gpu
+    }
+    total = sum(weight.values()) or 1.0
+
+    def gpu_shape(bb: Backbone) -> PoolShape:
+        gpu_share = gpus * weight[id(bb)] / total
+        if gpu_share >= 1:
+            return PoolShape(1.0, 1.0, int(gpu_share), 1)
+        return PoolShape(1.0, max(gpu_share, 0.01), 1, 1)
+
+    shapes = tuple(gpu_shape(bb) if bb.device.type == "cuda" else cpu_shape for bb in backbones)
     return shapes, min(1.0, share)
 
 
@@ -207,11 +221,11 @@ class RayEngine(Engine):
         progress: bool,
     ):
         ray = self.ray
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # no "progress bars disabled"
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # one tqdm bar on the driver instead
         context.execution_options.preserve_order = False  # the assembler takes any order
         context.execution_options.verbose_progress = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         chunks = [
             {"shard": s, "start": a, "stop": min(a + batch_size, stop)}
             for s in plan.todo_shards
@@ -219,6 +233,8 @@ class RayEngine(Engine):
             for a in range(start, stop, batch_size)
         ]
         resources = ray.cluster_resources()
+        if any(bb.device.type == "cuda" for bb in backbones) and not resources.get("GPU"):
+            raise EngineError("a backbone is on --device cuda but the Ray cluster has no GPUs")
         shapes, decode_cpus = pool_shapes(
             backbones, float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
         )
