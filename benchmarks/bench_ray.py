@@ -6,10 +6,13 @@ zoo models), batch size and shard size, each run into a fresh float32 store:
   local       `clipfuse.extraction.extract` in this process (its default decode workers)
   ray         the Ray engine on a local Ray started here with `ray.init(num_cpus=<cores>)`
 
-Ray's fixed start-up cost is measured apart from the work: `ray.init` itself, and an extraction
-of one batch (64 images) with the same backbones, which is almost nothing but starting the
-actors (each imports torch and open_clip and loads its model). Reported: ray wall / local wall
-as run, and with the one-batch job's wall subtracted (the cost a long job amortises). Memory:
+One local run comes first (its memory is measured before any Ray process exists), then Ray
+starts and Ray runs (for each `--batches-per-block`) alternate with local runs, best of
+`--rounds` each, so that both see the machine's load. Ray's fixed start-up cost is measured
+apart from the work: `ray.init` itself, and each run's time until its first encoded batch
+reached the driver (for Ray: starting the actors, each importing torch and open_clip and loading
+its model; `--one-batch` also times a job of one batch). Reported: ray wall / local wall as run,
+and the ratio of seconds per image after the first result (what a long job pays per image). Memory:
 the peak summed PSS of this process and all its descendants (Ray's raylet, GCS, workers; the
 object store's shared memory counted once), sampled every 0.25 s. Both stores must be equal
 byte for byte. Torch runs one thread per process in both engines (OMP_NUM_THREADS=1, the
@@ -103,8 +106,11 @@ def timed_extract(engine, backbones, dataset, root: Path, **options) -> dict:
         report = engine.extract(backbones, dataset, FeatureStore(root), **options)
         wall = time.perf_counter() - start
     assert report.images_processed == len(dataset), report
+    first = report.first_batch_seconds or 0.0
     return {
         "wall_s": round(wall, 3),
+        "first_batch_s": round(first, 3),
+        "after_first_batch_s": round(wall - first, 3),
         "peak_pss_mb": round(memory.peak / 2**20, 1),
         "load_1min": _machine.load_average(),
     }
@@ -118,10 +124,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--backbone", action="append", default=None)
-    parser.add_argument("--rounds", type=int, default=2, help="alternating local/ray runs")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per engine (best is kept)")
+    parser.add_argument(
+        "--batches-per-block", default="1,4", help="Ray block sizes to compare, in batches"
+    )
+    parser.add_argument(
+        "--worker-niceness",
+        type=int,
+        default=None,
+        help="Ray workers' nice level (Ray's default: 15; 0 = the driver's, fair on a shared machine)",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--object-store-mb", type=int, default=400)
+    parser.add_argument(
+        "--one-batch", action="store_true", help="also time a one-batch job (start-up alone)"
+    )
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args()
 
@@ -146,9 +164,12 @@ def main() -> None:
         **{k: v for k, v in options.items() if k != "progress"},
     }
     local_engine = get_engine("local")
-    runs: dict[str, list[dict]] = {"local": [], "ray": []}
-    runs["local"].append(timed_extract(local_engine, backbones, dataset, work / "local", **options))
+    local_runs = [timed_extract(local_engine, backbones, dataset, work / "local", **options)]
+    result["local_peak_pss_mb"] = local_runs[0]["peak_pss_mb"]  # before Ray's processes exist
 
+    if args.worker_niceness is not None:
+        os.environ["RAY_worker_niceness"] = str(args.worker_niceness)  # read by the raylet
+    result["ray_worker_niceness"] = int(os.environ.get("RAY_worker_niceness", 15))
     start = time.perf_counter()
     ray.init(
         num_cpus=os.cpu_count(),
@@ -157,32 +178,41 @@ def main() -> None:
         log_to_driver=False,
     )
     result["ray_init_s"] = round(time.perf_counter() - start, 3)
-    ray_engine = get_engine("ray")
-    result["ray_one_batch"] = timed_extract(
-        ray_engine, backbones, one_batch, work / "one-batch", **options
-    )
-    for round_ in range(args.rounds):
-        runs["ray"].append(timed_extract(ray_engine, backbones, dataset, work / "ray", **options))
-        if round_ + 1 < args.rounds:
-            runs["local"].append(
-                timed_extract(local_engine, backbones, dataset, work / "local", **options)
-            )
-    result["identical_stores"] = shard_bytes(work / "local") == shard_bytes(work / "ray")
+    per_block = [int(v) for v in args.batches_per_block.split(",")]
+    engines = {k: get_engine("ray", batches_per_block=k) for k in per_block}
+    if args.one_batch:
+        result["ray_one_batch"] = timed_extract(
+            engines[per_block[0]], backbones, one_batch, work / "one-batch", **options
+        )
+    ray_runs: dict[int, list[dict]] = {k: [] for k in per_block}
+    identical = True
+    for _ in range(args.rounds):  # interleaved, so that both engines see the same load
+        for k, engine in engines.items():
+            ray_runs[k].append(timed_extract(engine, backbones, dataset, work / "ray", **options))
+            identical &= shard_bytes(work / "local") == shard_bytes(work / "ray")
+        local_runs.append(
+            timed_extract(local_engine, backbones, dataset, work / "local", **options)
+        )
     ray.shutdown()
     shutil.rmtree(work, ignore_errors=True)
 
-    local_wall = min(r["wall_s"] for r in runs["local"])
-    ray_wall = min(r["wall_s"] for r in runs["ray"])
-    fixed = result["ray_one_batch"]["wall_s"]
-    result.update(
-        runs=runs,
-        local_wall_s=local_wall,
-        ray_wall_s=ray_wall,
-        ratio_as_run=round(ray_wall / local_wall, 3),
-        ratio_without_actor_startup=round(max(ray_wall - fixed, 0.0) / local_wall, 3),
-        ray_peak_pss_mb=max(r["peak_pss_mb"] for r in runs["ray"]),
-        local_peak_pss_mb=max(r["peak_pss_mb"] for r in runs["local"]),
-    )
+    local_wall = min(r["wall_s"] for r in local_runs)
+    n = len(dataset)
+    # per image after the first result: local's first batch holds batch_size images, Ray's first
+    # block batches_per_block times that
+    local_after = min(r["after_first_batch_s"] for r in local_runs) / (n - args.batch_size)
+    result.update(identical_stores=identical, local_runs=local_runs, local_wall_s=local_wall)
+    for k, runs in ray_runs.items():
+        wall = min(r["wall_s"] for r in runs)
+        after = min(r["after_first_batch_s"] for r in runs) / (n - k * args.batch_size)
+        result[f"ray_batches_per_block_{k}"] = {
+            "runs": runs,
+            "wall_s": wall,
+            "startup_s": min(r["first_batch_s"] for r in runs),
+            "ratio_as_run": round(wall / local_wall, 3),
+            "ratio_per_image_after_first_batch": round(after / local_after, 3),
+            "peak_pss_mb": max(r["peak_pss_mb"] for r in runs),
+        }
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

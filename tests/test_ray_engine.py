@@ -62,6 +62,8 @@ def ray_engine(tmp_path_factory):
     ray = pytest.importorskip("ray", reason="the Ray engine tests need ray[data] (test extra)")
     trigger_dir = tmp_path_factory.mktemp("crash-trigger")
     os.environ[CRASH_ONCE_ENV] = str(trigger_dir / "crash-once")  # workers inherit it
+    # Ray runs its workers at nice 15; on a CI box shared with other jobs that starves the actors
+    os.environ["RAY_worker_niceness"] = "0"
     ray.init(
         num_cpus=2,
         object_store_memory=200 * 1024**2,
@@ -75,6 +77,7 @@ def ray_engine(tmp_path_factory):
         engine.close()
         ray.shutdown()
         os.environ.pop(CRASH_ONCE_ENV, None)
+        os.environ.pop("RAY_worker_niceness", None)
 
 
 def shard_bytes(root: Path, view: str | None = None) -> dict[str, bytes]:

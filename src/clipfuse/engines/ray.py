@@ -1,6 +1,6 @@
 """The Ray engine: extraction as a Ray Data pipeline, evaluation draws as Ray tasks.
 
-Pipeline (one block = one `batch_size` slice of one missing shard)::
+Pipeline (one block = `batches_per_block` batch-size slices of one missing shard)::
 
     from_items(chunks) -> map_batches(read_and_decode)             tasks: bytes read, decoded once
                        -> map_batches(BackboneEncoder, backbone 0)  actor pool, own preprocessing,
@@ -162,8 +162,11 @@ class RayEngine(Engine):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, **init_kwargs: Any) -> None:
+    def __init__(
+        self, address: str | None = None, batches_per_block: int = 4, **init_kwargs: Any
+    ) -> None:
         self.ray = import_ray()
+        self.batches_per_block = batches_per_block  # fewer, larger Ray calls; see BENCHMARKS.md
         self.started = connect(address, **init_kwargs)
 
     def close(self) -> None:
@@ -226,11 +229,12 @@ class RayEngine(Engine):
         context.enable_progress_bars = False  # one tqdm bar on the driver instead
         context.execution_options.preserve_order = False  # the assembler takes any order
         context.execution_options.verbose_progress = False
+        rows = batch_size * self.batches_per_block
         chunks = [
-            {"shard": s, "start": a, "stop": min(a + batch_size, stop)}
+            {"shard": s, "start": a, "stop": min(a + rows, stop)}
             for s in plan.todo_shards
             for start, stop in [plan.ranges[s]]
-            for a in range(start, stop, batch_size)
+            for a in range(start, stop, rows)
         ]
         resources = ray.cluster_resources()
         if any(bb.device.type == "cuda" for bb in backbones) and not resources.get("GPU"):
@@ -260,6 +264,8 @@ class RayEngine(Engine):
                     "precision": backbone.precision,
                     "embed_dim": backbone.info.embed_dim,
                     "needs_by_shard": plan.needs_by_shard,
+                    "batch_size": batch_size,
+                    "shard_size": plan.shard_size,
                     "threads": shape.threads,
                     "keep_images": b < len(backbones) - 1,
                 },

@@ -1,9 +1,9 @@
 """The worker side of the Ray engine: the functions and actors Ray Data runs on the cluster.
 
-Blocks of the pipeline are the local engine's batches: block k holds the positions
-`[start, stop)` of one `batch_size` slice of one shard. Each stage handles one whole block
-(`batch_size=None`), so every backbone encodes exactly the image batches the local engine
-encodes, and the features come out bit-identical.
+A block of the pipeline holds a few of the local engine's batches (`batch_size` slices of one
+shard). Each stage handles one whole block (`batch_size=None`) and the encoders run one forward
+per local batch, so every backbone encodes exactly the image batches the local engine encodes,
+and the features come out bit-identical.
 
 This module imports no Ray: the stages are plain callables that Ray Data ships to its workers.
 """
@@ -90,6 +90,8 @@ class BackboneEncoder:
         precision: str,
         embed_dim: int,
         needs_by_shard: dict[int, tuple[int, ...]],
+        batch_size: int,
+        shard_size: int,
         threads: int,
         keep_images: bool,
     ) -> None:
@@ -107,15 +109,19 @@ class BackboneEncoder:
         self.embed_dim = embed_dim
         self.wanted = {s for s, needs in needs_by_shard.items() if index in needs}
         self.keep_images = keep_images
+        self.batch_size, self.shard_size = batch_size, shard_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         _maybe_crash()
         n = len(batch["position"])
         features = np.zeros((n, self.embed_dim), dtype=np.float32)
-        rows = [
-            r for r in range(n) if not batch["error"][r] and int(batch["shard"][r]) in self.wanted
-        ]
-        if rows:
+        groups: dict[tuple[int, int], list[int]] = {}
+        for r in range(n):
+            shard, position = int(batch["shard"][r]), int(batch["position"][r])
+            if not batch["error"][r] and shard in self.wanted:
+                batch_index = (position - shard * self.shard_size) // self.batch_size
+                groups.setdefault((shard, batch_index), []).append(r)
+        for rows in groups.values():  # the local engine's batches, one forward each
             pixels = torch.stack(
                 [
                     self.backbone.preprocess(Image.fromarray(np.asarray(batch["image"][r])))

@@ -43,6 +43,7 @@ class ExtractionReport:
     shards_written: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    first_batch_seconds: float | None = None  # start-up: until the first encoded batch arrived
 
     @property
     def images_per_second(self) -> float:
@@ -233,6 +234,8 @@ class ShardAssembler:
     ) -> None:
         """One batch: decoded positions, {backbone: (positions, features)}, (position, error)."""
         plan, report, shard_size = self.plan, self.plan.report, self.plan.shard_size
+        if report.first_batch_seconds is None:
+            report.first_batch_seconds = time.perf_counter() - plan.start_time
         for position, error in batch_failures:
             record = {
                 "index": position,
