@@ -262,15 +262,14 @@ def test_a_worker_that_cannot_read_the_data_stops_the_job_in_one_line(tmp_path):
         read_and_decode(chunk, dataset)
 
 
-def _raise_data_error(shared, item):
-    from clipfuse.errors import DataError
-
-    raise DataError(f"bad item {item}")
-
-
 def test_a_failed_ray_task_is_one_line_with_the_user_error(ray_engine):
     from clipfuse.errors import DataError
 
+    def raise_data_error(shared, item):  # local: pickled by value, workers can't import tests
+        from clipfuse.errors import DataError
+
+        raise DataError(f"bad item {item}")
+
     with pytest.raises(DataError) as info:
-        ray_engine.map(_raise_data_error, [7])
+        ray_engine.map(raise_data_error, [7])
     assert str(info.value) == "bad item 7"  # not Ray's multi-line traceback
