@@ -202,7 +202,7 @@ class RayEngine(Engine):
         if not plan.todo_shards:
             return plan.close()
         assembler = ShardAssembler(plan, backbones, dataset)
-        pipeline = self._pipeline(backbones, dataset, plan, batch_size, perturbation, progress)
+        pipeline = self._pipeline(backbones, dataset, plan, batch_size, perturbation)
         desc = f"extract {dataset.name}/{dataset.split} (ray)"
         with (
             tqdm(total=len(plan.positions), unit="img", desc=desc, disable=not progress) as bar,
@@ -221,7 +221,6 @@ class RayEngine(Engine):
         plan: ExtractionPlan,
         batch_size: int,
         perturbation: Perturbation | None,
-        progress: bool,
     ):
         ray = self.ray
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # no "progress bars disabled"
