@@ -44,6 +44,20 @@ def add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
     p.add_argument("--name", default=None, help="dataset name (default: guessed from the path)")
 
 
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help='local: this process (default); ray: a Ray cluster (pip install "clipfuse[ray]")',
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray)",
+    )
+
+
 FROM_ARGS: Any = object()  # "take --limit from the parsed options"
 
 

@@ -7,6 +7,7 @@ import sys
 
 from clipfuse.cli.common import (
     add_data_args,
+    add_engine_args,
     command,
     existing_store,
     open_data,
@@ -45,24 +46,26 @@ def cmd_datasets(args) -> int:
 @command("extract")
 def cmd_extract(args) -> int:
     from clipfuse.backbones import load_backbone
-    from clipfuse.extraction import extract
+    from clipfuse.engines import get_engine
     from clipfuse.store import FeatureStore
 
+    engine = get_engine(args.engine, args.ray_address)  # first: a missing Ray fails at once
     dataset = open_data(args)
     backbones = [
         load_backbone(s, device=args.device, precision=args.precision) for s in args.backbone
     ]
     store = FeatureStore(args.store)
-    report = extract(
-        backbones,
-        dataset,
-        store,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        shard_size=args.shard_size,
-        feature_dtype=args.feature_dtype,
-        progress=not args.quiet,
-    )
+    with engine:
+        report = engine.extract(
+            backbones,
+            dataset,
+            store,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            shard_size=args.shard_size,
+            feature_dtype=args.feature_dtype,
+            progress=not args.quiet,
+        )
     if report.images_processed == 0:
         print(f"{report.view}: already extracted for {len(backbones)} backbone(s); nothing to do")
     else:
@@ -139,6 +142,7 @@ def add_parsers(sub) -> None:
         help="storage precision of features (float32 for bit-exact parity checks)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_engine_args(p)
 
     p = sub.add_parser("zeroshot", help="per-backbone zero-shot accuracy from cached features")
     add_data_args(p)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from clipfuse.cli.common import (
     add_data_args,
+    add_engine_args,
     command,
     existing_store,
     open_view,
@@ -58,10 +59,12 @@ def _command_line(args) -> list[str]:
 @command("evaluate")
 def cmd_evaluate(args) -> int:
     from clipfuse.data.holdout import parse_budgets
+    from clipfuse.engines import get_engine
+    from clipfuse.evaluation.fanout import evaluate_with
     from clipfuse.evaluation.outputs import write_results
-    from clipfuse.evaluation.runner import evaluate_methods
 
     command_line = _command_line(args)
+    engine = None if args.engine == "local" else get_engine(args.engine, args.ray_address)
     store = existing_store(args.store)
     budgets = parse_budgets(args.shots, args.fraction)
     if args.seeds < 1:
@@ -71,18 +74,23 @@ def cmd_evaluate(args) -> int:
     test_limit = limit if args.test_limit is None else args.test_limit
     train = open_view(args, store, args.train_split, limit=train_limit)
     test = open_view(args, store, args.test_split, limit=test_limit)
-    result = evaluate_methods(
-        train,
-        test,
-        [m.strip() for m in args.methods.split(",") if m.strip()],
-        budgets,
-        list(range(args.seed_offset, args.seed_offset + args.seeds)),
-        dataset=train.dataset,
-        method_params=_method_params(args),
-        clamp=args.clamp_shots,
-        device=args.device,
-        progress=not args.quiet,
-    )
+    try:
+        result = evaluate_with(
+            engine,
+            train,
+            test,
+            [m.strip() for m in args.methods.split(",") if m.strip()],
+            budgets,
+            list(range(args.seed_offset, args.seed_offset + args.seeds)),
+            dataset=train.dataset,
+            method_params=_method_params(args),
+            clamp=args.clamp_shots,
+            device=args.device,
+            progress=not args.quiet,
+        )
+    finally:
+        if engine is not None:
+            engine.close()
     paths = write_results(result, args.out, command_line)
     if args.json:
         print(json.dumps(result.summary(), indent=1))
@@ -206,6 +214,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="results directory")
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_engine_args(p)
 
     p = sub.add_parser(
         "fit", help="fit one combiner on a hold-out draw and save a self-contained ensemble"

@@ -30,7 +30,7 @@ from clipfuse.extraction.decode_once import (
     collate_decoded,
     reopen_reader,
 )
-from clipfuse.store import EntryKey, FeatureStore
+from clipfuse.store import EntryKey, FeatureStore, StoreEntry
 
 DEFAULT_SHARD_SIZE = 1024
 
@@ -47,6 +47,7 @@ class ExtractionReport:
     shards_written: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    first_batch_seconds: float | None = None  # start-up: until the first encoded batch arrived
 
     @property
     def images_per_second(self) -> float:
@@ -123,6 +124,67 @@ def extract(
     progress: bool = True,
 ) -> ExtractionReport:
     """Encode every image of `dataset` with every backbone; write what is missing to `store`."""
+    plan = plan_extraction(backbones, dataset, store, shard_size, feature_dtype, perturbation_key)
+    if not plan.todo_shards:
+        return plan.close()
+    assembler = ShardAssembler(plan, backbones, dataset)
+    stream = encode_stream(
+        backbones,
+        dataset,
+        plan.positions,
+        plan.needs,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        perturbation=perturbation,
+        progress=progress,
+        desc=f"extract {dataset.name}/{dataset.split}",
+    )
+    for ok_positions, encoded, batch_failures in stream:
+        assembler.add(ok_positions, encoded, batch_failures)
+    return assembler.close()
+
+
+@dataclass
+class ExtractionPlan:
+    """What one extraction run must do: the begun entries and the shards each backbone lacks.
+
+    Every engine starts from this, so all of them write the same entries, manifests and shards."""
+
+    report: ExtractionReport
+    entries: list[StoreEntry]
+    missing: list[set[int]]  # per backbone: shard indices not yet written
+    todo_shards: list[int]  # shards that at least one backbone lacks, ascending
+    ranges: dict[int, tuple[int, int]]  # shard -> (start, stop) positions
+    needs_by_shard: dict[int, tuple[int, ...]]  # shard -> backbones that lack it
+    shard_size: int
+    start_time: float
+
+    @property
+    def positions(self) -> list[int]:
+        return [p for s in self.todo_shards for p in range(*self.ranges[s])]
+
+    @property
+    def needs(self) -> ShardNeeds:
+        return ShardNeeds(self.needs_by_shard, self.shard_size, len(self.entries))
+
+    def close(self) -> ExtractionReport:
+        """Finalize complete entries and stamp the report's wall time."""
+        for entry in self.entries:
+            if entry.is_complete():
+                entry.finalize()
+        self.report.seconds = time.perf_counter() - self.start_time
+        return self.report
+
+
+def plan_extraction(
+    backbones: Sequence[Backbone],
+    dataset: ImageDataset,
+    store: FeatureStore,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    feature_dtype: str = "float16",
+    perturbation_key: str | None = None,
+) -> ExtractionPlan:
+    """Begin (or check) every backbone's entry and list the shards that are missing."""
     start_time = time.perf_counter()
     view = view_name(dataset, perturbation_key)
     entries = []
@@ -140,59 +202,77 @@ def extract(
     report = ExtractionReport(view, {b.info.name: e.key for b, e in zip(backbones, entries)})
     missing = [set(e.missing_shards()) for e in entries]
     todo_shards = sorted(set().union(*missing))
-    if not todo_shards:
-        report.seconds = time.perf_counter() - start_time
-        return report
-
-    ranges = {s: entries[0].shard_range(s) for s in todo_shards}
-    positions = [p for s in todo_shards for p in range(*ranges[s])]
-    needs_by_shard = {
-        s: tuple(b for b in range(len(entries)) if s in missing[b]) for s in todo_shards
-    }
-    needs = ShardNeeds(needs_by_shard, shard_size, len(backbones))
-
-    buffers: dict[tuple[int, int], list[tuple[list[int], np.ndarray]]] = defaultdict(list)
-    failures: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    done_count: dict[int, int] = defaultdict(int)
-    stream = encode_stream(
-        backbones,
-        dataset,
-        positions,
-        needs,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        perturbation=perturbation,
-        progress=progress,
-        desc=f"extract {dataset.name}/{dataset.split}",
+    return ExtractionPlan(
+        report=report,
+        entries=entries,
+        missing=missing,
+        todo_shards=todo_shards,
+        ranges={s: entries[0].shard_range(s) for s in todo_shards},
+        needs_by_shard={
+            s: tuple(b for b in range(len(entries)) if s in missing[b]) for s in todo_shards
+        },
+        shard_size=shard_size,
+        start_time=start_time,
     )
-    for ok_positions, encoded, batch_failures in stream:
+
+
+class ShardAssembler:
+    """Collects encoded batches, in any order, and writes each backbone's shard as soon as every
+    position of that shard has arrived (encoded or failed to decode)."""
+
+    def __init__(
+        self, plan: ExtractionPlan, backbones: Sequence[Backbone], dataset: ImageDataset
+    ) -> None:
+        self.plan = plan
+        self.backbones = backbones
+        self.dataset = dataset
+        self.buffers: dict[tuple[int, int], list[tuple[list[int], np.ndarray]]] = defaultdict(list)
+        self.failures: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.done_count: dict[int, int] = defaultdict(int)
+
+    def add(
+        self,
+        ok_positions: list[int],
+        encoded: dict[int, tuple[list[int], np.ndarray]],
+        batch_failures: list[tuple[int, str]],
+    ) -> None:
+        """One batch: decoded positions, {backbone: (positions, features)}, (position, error)."""
+        plan, report, shard_size = self.plan, self.plan.report, self.plan.shard_size
+        if report.first_batch_seconds is None:
+            report.first_batch_seconds = time.perf_counter() - plan.start_time
         for position, error in batch_failures:
-            record = {"index": position, "sample_id": dataset.sample_ids[position], "error": error}
-            failures[position // shard_size].append(record)
+            record = {
+                "index": position,
+                "sample_id": self.dataset.sample_ids[position],
+                "error": error,
+            }
+            self.failures[position // shard_size].append(record)
             report.failures.append(record)
         for b, (pos, feats) in encoded.items():
             for shard, rows in _group_by_shard(pos, shard_size):
-                buffers[(b, shard)].append(([pos[r] for r in rows], feats[rows]))
-        for position in ok_positions + [p for p, _ in batch_failures]:
-            done_count[position // shard_size] += 1
-        for shard in [s for s in list(done_count) if done_count[s] == ranges[s][1] - ranges[s][0]]:
-            for b in needs_by_shard[shard]:
+                self.buffers[(b, shard)].append(([pos[r] for r in rows], feats[rows]))
+        for position in list(ok_positions) + [p for p, _ in batch_failures]:
+            self.done_count[position // shard_size] += 1
+        for shard in [s for s, n in self.done_count.items() if n == _length(plan.ranges[s])]:
+            for b in plan.needs_by_shard[shard]:
                 _flush(
-                    entries[b],
+                    plan.entries[b],
                     shard,
-                    buffers.pop((b, shard), []),
-                    dataset,
-                    failures[shard],
-                    backbones[b],
+                    self.buffers.pop((b, shard), []),
+                    self.dataset,
+                    self.failures[shard],
+                    self.backbones[b],
                 )
                 report.shards_written += 1
-            del done_count[shard]
-    for entry in entries:
-        if entry.is_complete():
-            entry.finalize()
-    report.images_processed = len(positions)
-    report.seconds = time.perf_counter() - start_time
-    return report
+            del self.done_count[shard]
+        report.images_processed += len(ok_positions) + len(batch_failures)
+
+    def close(self) -> ExtractionReport:
+        return self.plan.close()
+
+
+def _length(bounds: tuple[int, int]) -> int:
+    return bounds[1] - bounds[0]
 
 
 def encode_stream(
