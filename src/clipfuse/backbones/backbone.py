@@ -67,7 +67,7 @@ class Backbone:
 
     `encode_images` and `encode_texts` return L2-normalised embeddings (METHOD.md §1: normalising
     matters). SigLIP-style models keep their logit bias in `info.logit_bias`; clipfuse's zero-shot
-    logits drop it because a per-row constant changes neither softmax nor argmax.
+    logits add it (`logits.zeroshot`), so they are the model's own sigmoid log-odds.
     """
 
     def __init__(
@@ -212,6 +212,10 @@ def _create(spec: BackboneSpec):
 
     if spec.kind == "random":
         return _random_model(spec)
+    if spec.kind.startswith("transformers-"):
+        from clipfuse.backbones.hf_transformers import create_transformers
+
+        return create_transformers(spec)
     if spec.kind in ("local-dir", "zoo"):
         directory = spec.location if spec.kind == "local-dir" else str(ZOO_DIR / spec.location)
         name = f"local-dir:{directory}"

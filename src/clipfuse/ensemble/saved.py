@@ -127,13 +127,16 @@ class SavedEnsemble:
     def backbone_logits(self, b: int, features: torch.Tensor) -> torch.Tensor:
         """(N, C) zero-shot logits of backbone `b` alone (cascades run backbones one by one)."""
         w = self.classifiers[b]
-        return self.backbones[b]["logit_scale"] * features.float().to(w.device) @ w.T
+        rec = self.backbones[b]
+        return rec["logit_scale"] * features.float().to(w.device) @ w.T + (
+            rec.get("logit_bias") or 0.0
+        )
 
     def logits(self, features: list[torch.Tensor]) -> torch.Tensor:
         """(B, N, C) zero-shot logits from per-backbone normalised features."""
         return torch.stack(
             [
-                rec["logit_scale"] * f.float() @ w.T
+                rec["logit_scale"] * f.float() @ w.T + (rec.get("logit_bias") or 0.0)
                 for rec, f, w in zip(self.backbones, features, self.classifiers)
             ]
         )
@@ -147,8 +150,12 @@ def _one_line(exc: BaseException) -> str:
 def backbone_records(bundle) -> list[dict[str, Any]]:
     """Per-backbone provenance from a ViewBundle and the store manifests."""
     return [
-        {"spec": spec, "name": name, "fingerprint": fp, "logit_scale": scale}
-        for spec, name, fp, scale in zip(
-            bundle.specs, bundle.names, bundle.fingerprints, bundle.logit_scales
+        {"spec": spec, "name": name, "fingerprint": fp, "logit_scale": scale, "logit_bias": bias}
+        for spec, name, fp, scale, bias in zip(
+            bundle.specs,
+            bundle.names,
+            bundle.fingerprints,
+            bundle.logit_scales,
+            bundle.logit_biases or [None] * len(bundle.specs),
         )
     ]

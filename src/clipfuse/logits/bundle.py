@@ -32,6 +32,7 @@ class ViewBundle:
     classifiers: list[torch.Tensor] = field(default_factory=list)  # B x (C, D_b) text classifiers
     gflops: list[float | None] = field(default_factory=list)  # image-tower GFLOPs per backbone
     failures: list[dict[str, Any]] = field(default_factory=list)
+    logit_biases: list[float | None] = field(default_factory=list)  # SigLIP's bias, else None
 
     @property
     def num_backbones(self) -> int:
@@ -56,6 +57,7 @@ class ViewBundle:
             self.logit_scales,
             self.classifiers,
             self.gflops,
+            logit_biases=self.logit_biases,
         )
 
 
@@ -159,7 +161,7 @@ def load_bundle(
                 f"text classifier of {key.backbone} has dim {weights.shape[1]}, features {f.shape[1]}"
             )
         feats.append(f)
-        logits.append(zeroshot_logits(f, weights, scale))
+        logits.append(zeroshot_logits(f, weights, scale, _logit_bias(store, key.backbone)))
         scales.append(scale)
         classifiers.append(weights)
     first_rows = np.searchsorted(datas[0].indices, common)
@@ -180,6 +182,7 @@ def load_bundle(
         classifiers=classifiers,
         gflops=[_gflops(store, k.backbone) for k in keys],
         failures=list(datas[0].failures),
+        logit_biases=[_logit_bias(store, k.backbone) for k in keys],
     )
 
 
@@ -194,6 +197,11 @@ def _spec(store: FeatureStore, fingerprint: str) -> str:
 def _gflops(store: FeatureStore, fingerprint: str) -> float | None:
     info = store.get_array_set("backbone-info", fingerprint)
     return None if info is None else info.metadata.get("image_gflops")
+
+
+def _logit_bias(store: FeatureStore, fingerprint: str) -> float | None:
+    info = store.get_array_set("backbone-info", fingerprint)
+    return None if info is None else info.metadata.get("logit_bias")
 
 
 def _short_name(spec: str) -> str:
