@@ -90,6 +90,11 @@ def cmd_zeroshot(args) -> int:
     view = resolve_view(store, dataset)
     bundle = load_bundle(store, view, classnames=dataset.classnames, templates=dataset.templates)
     rows = zeroshot_table(bundle)
+    if args.predictions or args.logits:
+        from clipfuse.evaluation.per_sample import write_per_sample
+
+        for path in write_per_sample(bundle, predictions=args.predictions, logits=args.logits):
+            print(f"wrote {path}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -144,3 +149,9 @@ def add_parsers(sub) -> None:
     add_data_args(p)
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--predictions", default=None, help="CSV: sample_id,backbone,label,pred,top1..top5,..."
+    )
+    p.add_argument(
+        "--logits", default=None, help="safetensors: (B, N, C) logits, labels, sample ids"
+    )
