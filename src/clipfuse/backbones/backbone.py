@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from clipfuse.backbones.allocator import keep_freed_memory
 from clipfuse.backbones.cpu_kernels import restore_default_kernels, use_onednn_kernels
+from clipfuse.backbones.devices import check_device
 from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, parse_backbone_spec
 from clipfuse.backbones.weights import resolve_hub_dir, resolve_tag_checkpoint
 from clipfuse.errors import BackboneError
@@ -96,7 +96,7 @@ class Backbone:
         contiguous (safetensors refuses anything else)."""
         if precision not in PRECISIONS:
             raise BackboneError(f"unknown precision {precision!r} (use fp32, bf16 or fp16)")
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.precision = precision
         self.model.to(self.device)
         on_cpu = self.device.type == "cpu"
@@ -179,13 +179,12 @@ def _random_model(spec: BackboneSpec):
         )
     digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()
     name = f"clipfuse-random-{digest[:16]}"
-    tmp = Path(tempfile.gettempdir()) / "clipfuse-configs"
-    tmp.mkdir(exist_ok=True)
-    path = tmp / f"{name}.json"
-    scratch = tmp / f".{name}.{os.getpid()}.tmp"  # atomic: concurrent runs may read it meanwhile
-    scratch.write_text(json.dumps(model_cfg))
-    os.replace(scratch, path)
-    open_clip.add_model_config(path)
+    # open_clip registers configs from files only; it reads the file into memory at once, so a
+    # private folder removed right after leaves nothing behind in the system temp dir.
+    with tempfile.TemporaryDirectory(prefix="clipfuse-config-") as tmp:
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(json.dumps(model_cfg))
+        open_clip.add_model_config(path)
     with torch.random.fork_rng():
         torch.manual_seed(int(digest[:8], 16))
         model, _, preprocess = open_clip.create_model_and_transforms(

@@ -2,7 +2,8 @@
 the fitted combiner and class names, in one safetensors file (tensors + a JSON header).
 
 Loading parses JSON and reads tensors; nothing is unpickled, so a file from elsewhere cannot run
-code. The backbones' weights are not copied in: they are loaded by spec and must have the
+code. The header carries a sha256 of the whole file (`ensemble.checksum`): a file with any edited
+byte is refused before anything in it is used. The backbones' weights are not copied in: they are loaded by spec and must have the
 recorded fingerprint (same weights, same preprocessing), or loading stops with a clear error.
 """
 
@@ -15,13 +16,15 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 
 from clipfuse.combiners import Combiner, combiner_from_state
+from clipfuse.ensemble.checksum import save_sealed, verify
 from clipfuse.errors import ClipfuseError, ProvenanceMismatchError
+from clipfuse.paths import ensure_dir
 
 FORMAT = "clipfuse.ensemble"
-VERSION = 1
+VERSION = 2  # 2: sha256 checksum in the header
 
 
 @dataclass
@@ -42,7 +45,7 @@ class SavedEnsemble:
             raise ClipfuseError(
                 f"{str(path)!r}: an ensemble is a .safetensors file (its .json header copy goes next to it)"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(path.parent)
         tensors = {
             f"classifier.{b}": w.contiguous().float() for b, w in enumerate(self.classifiers)
         }
@@ -57,7 +60,7 @@ class SavedEnsemble:
             "training": self.training,
         }
         tmp = path.with_suffix(path.suffix + ".tmp")
-        save_file(tensors, str(tmp), metadata={"clipfuse": json.dumps(header)})
+        save_sealed(tensors, tmp, {"clipfuse": json.dumps(header)})
         tmp.replace(path)
         path.with_suffix(".json").write_text(json.dumps(header, indent=1))
         return path
@@ -67,6 +70,7 @@ class SavedEnsemble:
         path = Path(path)
         if not path.is_file():
             raise ClipfuseError(f"ensemble file not found: {str(path)!r}")
+        verify(path)
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}

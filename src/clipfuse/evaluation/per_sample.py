@@ -28,6 +28,7 @@ from safetensors.torch import save
 
 from clipfuse.errors import ClipfuseError
 from clipfuse.logits.bundle import ViewBundle
+from clipfuse.paths import ensure_dir
 from clipfuse.store.atomic import atomic_write_bytes
 
 TOP_K = 5
@@ -97,7 +98,7 @@ def write_per_sample(
         payload = make(bundle)
         data = payload.encode() if isinstance(payload, str) else payload
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_dir(path.parent)
             atomic_write_bytes(path, data)
         except OSError as exc:
             raise ClipfuseError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
