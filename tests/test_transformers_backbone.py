@@ -276,3 +276,19 @@ def test_unsupported_model_type_and_missing_processor(checkpoints, tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
     with pytest.raises(BackboneError, match="'bert' is not supported"):
         load_backbone(f"transformers:{folder}", with_gflops=False)
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_image_only_frees_the_transformers_text_tower(kind, checkpoints):
+    from clipfuse.backbones import load_backbone
+
+    spec = f"transformers:{checkpoints[kind]}"
+    full = load_backbone(spec, with_gflops=False)
+    lean = load_backbone(spec, with_gflops=False, image_only=True)
+    n_visual = sum(p.numel() for p in full.model.visual.parameters())
+    scalars = 2 if kind == "siglip" else 1  # logit scale (+ SigLIP's bias)
+    assert sum(p.numel() for p in lean.model.parameters()) == n_visual + scalars
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(lean.encode_images(pixels), full.encode_images(pixels))
+    with pytest.raises(BackboneError, match="image-only"):
+        lean.encode_texts(["a dog"])

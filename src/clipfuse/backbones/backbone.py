@@ -86,6 +86,7 @@ class Backbone:
             f"Backbone({self.info.name!r}, dim={self.info.embed_dim}, size={self.info.image_size})"
         )
 
+    image_only = False  # set by `load_backbone(image_only=True)`: no text tower
     channels_last = False  # set by `to`: ResNets on a CPU get channels-last pixels
     chunk_images: int | None = None  # set by `to`: images per forward on a CPU (None: all)
 
@@ -132,9 +133,18 @@ class Backbone:
             feats = torch.cat([self.model.encode_image(chunk) for chunk in chunks])
         return F.normalize(feats.float(), dim=-1)
 
+    def require_text(self) -> None:
+        """BackboneError unless the text tower is loaded (not an `image_only` backbone)."""
+        if self.image_only:
+            raise BackboneError(
+                f"{self.info.name} was loaded image-only (its text tower freed); load it again "
+                "without image_only=True to encode text"
+            )
+
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """Strings -> (M, D) float32, L2-normalised."""
+        self.require_text()
         tokens = self.tokenizer(texts).to(self.device)
         with self._autocast():
             feats = self.model.encode_text(tokens)
@@ -293,9 +303,16 @@ def _checkpoint_in_dir(directory: Path) -> str | None:
 
 
 def load_backbone(
-    spec: str | BackboneSpec, device: str = "cpu", precision: str = "fp32", with_gflops: bool = True
+    spec: str | BackboneSpec,
+    device: str = "cpu",
+    precision: str = "fp32",
+    with_gflops: bool = True,
+    image_only: bool = False,
 ) -> Backbone:
-    """Build a ready-to-use `Backbone` from any spec string (see `clipfuse.backbones.spec`)."""
+    """Build a ready-to-use `Backbone` from any spec string (see `clipfuse.backbones.spec`).
+
+    `image_only`: free the text tower at once (before the next backbone is built), for callers
+    that only encode images (extraction); `encode_texts` then says so in one line."""
     parsed = parse_backbone_spec(spec) if isinstance(spec, str) else spec
     logging.disable(logging.WARNING)  # open_clip logs "randomly initialised" etc. at WARNING
     try:
@@ -327,7 +344,12 @@ def load_backbone(
         logit_bias=float(bias.item()) if bias is not None else None,
         params_m=sum(p.numel() for p in model.visual.parameters()) / 1e6,
     )
+    if image_only:
+        from clipfuse.backbones.text_tower import drop_text_tower
+
+        drop_text_tower(model)
     backbone = Backbone(parsed, model, preprocess, tokenizer, info).to(device, precision)
+    backbone.image_only = image_only
     if with_gflops:
         from clipfuse.backbones.flops import image_gflops
 

@@ -49,8 +49,9 @@ def cmd_extract(args) -> int:
     from clipfuse.store import FeatureStore
 
     dataset = open_data(args)
-    backbones = [
-        load_backbone(s, device=args.device, precision=args.precision) for s in args.backbone
+    backbones = [  # image towers only, each text tower freed before the next model is built
+        load_backbone(s, device=args.device, precision=args.precision, image_only=True)
+        for s in args.backbone
     ]
     store = FeatureStore(args.store)
     report = extract(

@@ -111,8 +111,8 @@ def _load_classifier(store, fingerprint, classnames, templates, backbone_cache):
     from clipfuse.backbones import load_backbone
 
     spec = _spec(store, fingerprint)
+    # not kept once its classifier is cached: nine large CLIPs held at once would not fit in RAM
     backbone = backbone_cache.get(spec) or load_backbone(spec, with_gflops=False)
-    backbone_cache[spec] = backbone
     if backbone.info.fingerprint != fingerprint:
         raise ProvenanceMismatchError(
             f"{spec} now has fingerprint {backbone.info.fingerprint} but the store holds features of "

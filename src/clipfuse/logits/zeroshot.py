@@ -50,6 +50,7 @@ def text_classifier(
         hit = cached_classifier(store, backbone.info.fingerprint, classnames, templates)
         if hit is not None:
             return hit[0]
+    backbone.require_text()
     with torch.inference_mode():
         weights = build_zero_shot_classifier(
             backbone.model,
