@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clipfuse.backbones.allocator import keep_freed_memory
+from clipfuse.backbones.allocator import keep_freed_memory, release_freed_memory
 from clipfuse.backbones.cpu_kernels import restore_default_kernels, use_onednn_kernels
 from clipfuse.backbones.devices import check_device
 from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, parse_backbone_spec
@@ -28,6 +28,7 @@ from clipfuse.hashing import file_sha256
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_CONV_CHUNK = 8  # images per forward for a channels-last ResNet on a CPU (see encode_images)
+CPU_CONV_CHUNK_BYTES = 128 * 2**20  # at most this much per ResNet activation (`_resnet_chunk`)
 CPU_TOKEN_CHUNK = 1600  # tokens per forward for a ViT on a CPU (see encode_images)
 
 
@@ -152,14 +153,32 @@ class Backbone:
 
 
 def _cpu_chunk_images(model: torch.nn.Module, family: str) -> int | None:
-    """Images per forward on a CPU: CPU_CONV_CHUNK for a ResNet, CPU_TOKEN_CHUNK tokens' worth
-    for an open_clip ViT (ViT-B/32: 32 images, ViT-B/16: 8), all at once otherwise."""
+    """Images per forward on a CPU: CPU_CONV_CHUNK for a ResNet (fewer for the wide, large-input
+    ones, see `_resnet_chunk`), CPU_TOKEN_CHUNK tokens' worth for an open_clip ViT (ViT-B/32:
+    32 images, ViT-B/16: 8), all at once otherwise."""
     if family == "resnet":
-        return CPU_CONV_CHUNK
+        return _resnet_chunk(getattr(model, "visual", None))
     grid = getattr(getattr(model, "visual", None), "grid_size", None)
     if family == "vit" and grid is not None:
         return max(1, CPU_TOKEN_CHUNK // (int(grid[0]) * int(grid[1]) + 1))
     return None
+
+
+def _resnet_chunk(visual) -> int:
+    """CPU_CONV_CHUNK images, or fewer where a chunk's largest activation would pass
+    CPU_CONV_CHUNK_BYTES. A ModifiedResNet's largest activations (stem output at size/2, layer1
+    output at size/4 with 4x the channels) hold width x (size/2)² float32 values per image,
+    width x size² bytes: 3.2 MB for RN50, 14 MB for RN50x16 (8 per chunk either way), 25.7 MB
+    for RN50x64 at 448 px, which runs 5 per chunk (in chunks of 8 its activations took 0.7 GiB
+    at peak, the largest single term of a nine-architecture extraction, BENCHMARKS.md). Fewer
+    than ~8 images of 224 px worth per chunk is slower (RN50x16 in chunks of 2: 1.5-2x)."""
+    stem = getattr(visual, "conv3", None)
+    size = getattr(visual, "image_size", None)
+    if not isinstance(stem, torch.nn.Conv2d) or size is None:
+        return CPU_CONV_CHUNK
+    size = size[0] if isinstance(size, (list, tuple)) else int(size)
+    per_image = stem.out_channels * size * size  # bytes: (size / 2)² values x 4
+    return max(1, min(CPU_CONV_CHUNK, CPU_CONV_CHUNK_BYTES // per_image))
 
 
 def _model_family(model_cfg: dict[str, Any]) -> str:
@@ -348,6 +367,8 @@ def load_backbone(
         from clipfuse.backbones.text_tower import drop_text_tower
 
         drop_text_tower(model)
+        tokenizer = None  # open_clip's BPE tables: ~20 MB per backbone
+        release_freed_memory()  # the text tower's heap pages, before the next model is built
     backbone = Backbone(parsed, model, preprocess, tokenizer, info).to(device, precision)
     backbone.image_only = image_only
     if with_gflops:
