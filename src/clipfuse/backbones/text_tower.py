@@ -1,7 +1,7 @@
 """Dropping a model's text tower when only its image tower will run (extraction).
 
-A CLIP's text tower is a large share of its weights (RN50x64: 201 M of 623 M parameters,
-ViT-L/14: 123 M of 428 M) and extraction never runs it: text classifiers are built later, by
+A CLIP's text tower is a large share of its weights (RN50x64: 203 M of 623 M parameters,
+ViT-L/14: 124 M of 428 M; 0.92 G of 2.47 G for the paper's nine OpenAI architectures) and extraction never runs it: text classifiers are built later, by
 `zeroshot` / `evaluate`, from a fresh load, and cached in the store. Extracting the paper's nine
 OpenAI architectures in one pass held all nine full models (11.3 GiB); holding image towers
 only is what keeps it within 8 GiB (BENCHMARKS.md, `benchmarks/bench_memory.py`).
