@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import CIFAR10_CLASSES, class_members, write_folder
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from test_evaluate import CORE_METHODS, FAST, build_fusion_bed, run_cli
 
 from clipfuse.cli import main
 from clipfuse.combiners import make_combiner
+from clipfuse.ensemble.checksum import save_sealed
 from clipfuse.ensemble.predict import predict_images
 from clipfuse.ensemble.saved import SavedEnsemble
 from clipfuse.errors import ClipfuseError, ProvenanceMismatchError
@@ -105,7 +106,7 @@ def test_file_is_safetensors_with_a_json_header(nlc_file, bundles):
     with safe_open(str(nlc_file), framework="pt") as f:
         header = json.loads(f.metadata()["clipfuse"])
         keys = set(f.keys())
-    assert header["format"] == "clipfuse.ensemble" and header["version"] == 1
+    assert header["format"] == "clipfuse.ensemble" and header["version"] == 2
     assert [b["fingerprint"] for b in header["backbones"]] == train.fingerprints
     assert [b["spec"] for b in header["backbones"]] == train.specs
     assert header["classnames"] == CIFAR10_CLASSES
@@ -137,8 +138,8 @@ def _damaged_files(good, tmp_path):
         header = json.loads(f.metadata()["clipfuse"])
     raw = good.read_bytes()
 
-    def save(name, tensors=tensors, metadata=None):
-        save_file(tensors, str(tmp_path / name), metadata=metadata)
+    def save(name, tensors=tensors, metadata=None):  # sealed: what is refused is the content
+        save_sealed(tensors, tmp_path / name, metadata or {})
         return tmp_path / name
 
     def resave(name, tensors=tensors, **edits):
@@ -187,7 +188,7 @@ def test_changed_backbone_is_provenance_mismatch(nlc_file, tmp_path, capsys, ima
         header = json.loads(f.metadata()["clipfuse"])
     header["backbones"][1]["fingerprint"] = "0" * 16
     edited = tmp_path / "edited.safetensors"
-    save_file(load_file(str(nlc_file)), str(edited), metadata={"clipfuse": json.dumps(header)})
+    save_sealed(load_file(str(nlc_file)), edited, {"clipfuse": json.dumps(header)})
     ensemble = SavedEnsemble.load(edited)  # the file itself is fine
     assert len(ensemble.load_backbones(only=[0])) == 1  # the untouched backbone still loads
     with pytest.raises(ProvenanceMismatchError, match="0" * 16):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 import os
 
@@ -28,6 +29,18 @@ MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit (4 * 1024 * 1
 NEVER_TRIM = 2**31 - 1  # mallopt takes an int
 
 log = logging.getLogger(__name__)
+
+
+def release_freed_memory() -> bool:
+    """Hand free heap pages back to the kernel now (`malloc_trim(0)`), once, after a large free
+    that will not be reused soon (a text tower dropped before the next model is built): the
+    no-trim setting below would otherwise keep them resident for the rest of the process."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc: nothing to release by hand
+        return False
 
 
 @functools.cache

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -19,8 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from clipfuse.backbones.allocator import keep_freed_memory
+from clipfuse.backbones.allocator import keep_freed_memory, release_freed_memory
 from clipfuse.backbones.cpu_kernels import restore_default_kernels, use_onednn_kernels
+from clipfuse.backbones.devices import check_device
 from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, parse_backbone_spec
 from clipfuse.backbones.weights import resolve_hub_dir, resolve_tag_checkpoint
 from clipfuse.errors import BackboneError
@@ -28,6 +28,7 @@ from clipfuse.hashing import file_sha256
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_CONV_CHUNK = 8  # images per forward for a channels-last ResNet on a CPU (see encode_images)
+CPU_CONV_CHUNK_BYTES = 128 * 2**20  # at most this much per ResNet activation (`_resnet_chunk`)
 CPU_TOKEN_CHUNK = 1600  # tokens per forward for a ViT on a CPU (see encode_images)
 
 
@@ -67,7 +68,7 @@ class Backbone:
 
     `encode_images` and `encode_texts` return L2-normalised embeddings (docs/method.md §1: normalising
     matters). SigLIP-style models keep their logit bias in `info.logit_bias`; clipfuse's zero-shot
-    logits drop it because a per-row constant changes neither softmax nor argmax.
+    logits add it (`logits.zeroshot`), so they are the model's own sigmoid log-odds.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class Backbone:
             f"Backbone({self.info.name!r}, dim={self.info.embed_dim}, size={self.info.image_size})"
         )
 
+    image_only = False  # set by `load_backbone(image_only=True)`: no text tower
     channels_last = False  # set by `to`: ResNets on a CPU get channels-last pixels
     chunk_images: int | None = None  # set by `to`: images per forward on a CPU (None: all)
 
@@ -96,7 +98,7 @@ class Backbone:
         contiguous (safetensors refuses anything else)."""
         if precision not in PRECISIONS:
             raise BackboneError(f"unknown precision {precision!r} (use fp32, bf16 or fp16)")
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.precision = precision
         self.model.to(self.device)
         on_cpu = self.device.type == "cpu"
@@ -132,9 +134,18 @@ class Backbone:
             feats = torch.cat([self.model.encode_image(chunk) for chunk in chunks])
         return F.normalize(feats.float(), dim=-1)
 
+    def require_text(self) -> None:
+        """BackboneError unless the text tower is loaded (not an `image_only` backbone)."""
+        if self.image_only:
+            raise BackboneError(
+                f"{self.info.name} was loaded image-only (its text tower freed); load it again "
+                "without image_only=True to encode text"
+            )
+
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         """Strings -> (M, D) float32, L2-normalised."""
+        self.require_text()
         tokens = self.tokenizer(texts).to(self.device)
         with self._autocast():
             feats = self.model.encode_text(tokens)
@@ -142,14 +153,32 @@ class Backbone:
 
 
 def _cpu_chunk_images(model: torch.nn.Module, family: str) -> int | None:
-    """Images per forward on a CPU: CPU_CONV_CHUNK for a ResNet, CPU_TOKEN_CHUNK tokens' worth
-    for an open_clip ViT (ViT-B/32: 32 images, ViT-B/16: 8), all at once otherwise."""
+    """Images per forward on a CPU: CPU_CONV_CHUNK for a ResNet (fewer for the wide, large-input
+    ones, see `_resnet_chunk`), CPU_TOKEN_CHUNK tokens' worth for an open_clip ViT (ViT-B/32:
+    32 images, ViT-B/16: 8), all at once otherwise."""
     if family == "resnet":
-        return CPU_CONV_CHUNK
+        return _resnet_chunk(getattr(model, "visual", None))
     grid = getattr(getattr(model, "visual", None), "grid_size", None)
     if family == "vit" and grid is not None:
         return max(1, CPU_TOKEN_CHUNK // (int(grid[0]) * int(grid[1]) + 1))
     return None
+
+
+def _resnet_chunk(visual) -> int:
+    """CPU_CONV_CHUNK images, or fewer where a chunk's largest activation would pass
+    CPU_CONV_CHUNK_BYTES. A ModifiedResNet's largest activations (stem output at size/2, layer1
+    output at size/4 with 4x the channels) hold width x (size/2)² float32 values per image,
+    width x size² bytes: 3.2 MB for RN50, 14 MB for RN50x16 (8 per chunk either way), 25.7 MB
+    for RN50x64 at 448 px, which runs 5 per chunk (in chunks of 8 its activations took 0.7 GiB
+    at peak, the largest single term of a nine-architecture extraction, BENCHMARKS.md). Fewer
+    than ~8 images of 224 px worth per chunk is slower (RN50x16 in chunks of 2: 1.5-2x)."""
+    stem = getattr(visual, "conv3", None)
+    size = getattr(visual, "image_size", None)
+    if not isinstance(stem, torch.nn.Conv2d) or size is None:
+        return CPU_CONV_CHUNK
+    size = size[0] if isinstance(size, (list, tuple)) else int(size)
+    per_image = stem.out_channels * size * size  # bytes: (size / 2)² values x 4
+    return max(1, min(CPU_CONV_CHUNK, CPU_CONV_CHUNK_BYTES // per_image))
 
 
 def _model_family(model_cfg: dict[str, Any]) -> str:
@@ -179,13 +208,12 @@ def _random_model(spec: BackboneSpec):
         )
     digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()
     name = f"clipfuse-random-{digest[:16]}"
-    tmp = Path(tempfile.gettempdir()) / "clipfuse-configs"
-    tmp.mkdir(exist_ok=True)
-    path = tmp / f"{name}.json"
-    scratch = tmp / f".{name}.{os.getpid()}.tmp"  # atomic: concurrent runs may read it meanwhile
-    scratch.write_text(json.dumps(model_cfg))
-    os.replace(scratch, path)
-    open_clip.add_model_config(path)
+    # open_clip registers configs from files only; it reads the file into memory at once, so a
+    # private folder removed right after leaves nothing behind in the system temp dir.
+    with tempfile.TemporaryDirectory(prefix="clipfuse-config-") as tmp:
+        path = Path(tmp) / f"{name}.json"
+        path.write_text(json.dumps(model_cfg))
+        open_clip.add_model_config(path)
     with torch.random.fork_rng():
         torch.manual_seed(int(digest[:8], 16))
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -212,6 +240,10 @@ def _create(spec: BackboneSpec):
 
     if spec.kind == "random":
         return _random_model(spec)
+    if spec.kind.startswith("transformers-"):
+        from clipfuse.backbones.hf_transformers import create_transformers
+
+        return create_transformers(spec)
     if spec.kind in ("local-dir", "zoo"):
         directory = spec.location if spec.kind == "local-dir" else str(ZOO_DIR / spec.location)
         name = f"local-dir:{directory}"
@@ -290,9 +322,16 @@ def _checkpoint_in_dir(directory: Path) -> str | None:
 
 
 def load_backbone(
-    spec: str | BackboneSpec, device: str = "cpu", precision: str = "fp32", with_gflops: bool = True
+    spec: str | BackboneSpec,
+    device: str = "cpu",
+    precision: str = "fp32",
+    with_gflops: bool = True,
+    image_only: bool = False,
 ) -> Backbone:
-    """Build a ready-to-use `Backbone` from any spec string (see `clipfuse.backbones.spec`)."""
+    """Build a ready-to-use `Backbone` from any spec string (see `clipfuse.backbones.spec`).
+
+    `image_only`: free the text tower at once (before the next backbone is built), for callers
+    that only encode images (extraction); `encode_texts` then says so in one line."""
     parsed = parse_backbone_spec(spec) if isinstance(spec, str) else spec
     logging.disable(logging.WARNING)  # open_clip logs "randomly initialised" etc. at WARNING
     try:
@@ -324,7 +363,14 @@ def load_backbone(
         logit_bias=float(bias.item()) if bias is not None else None,
         params_m=sum(p.numel() for p in model.visual.parameters()) / 1e6,
     )
+    if image_only:
+        from clipfuse.backbones.text_tower import drop_text_tower
+
+        drop_text_tower(model)
+        tokenizer = None  # open_clip's BPE tables: ~20 MB per backbone
+        release_freed_memory()  # the text tower's heap pages, before the next model is built
     backbone = Backbone(parsed, model, preprocess, tokenizer, info).to(device, precision)
+    backbone.image_only = image_only
     if with_gflops:
         from clipfuse.backbones.flops import image_gflops
 

@@ -1,6 +1,7 @@
 """One registry of backbone specs, in the spirit of timm's `list_models("pattern")`.
 
-It lists every open_clip (architecture, pretrained tag) pair plus the project's zoo, with the
+It lists every open_clip (architecture, pretrained tag) pair, the project's zoo and the transformers
+CLIP / SigLIP checkpoints in the local Hugging Face cache, with the
 metadata that is known without loading weights (family, embed dim, input size); zoo entries also
 carry the GFLOPs and accuracies from their model cards.
 """
@@ -76,9 +77,29 @@ def _open_clip_entries() -> list[RegistryEntry]:
     return entries
 
 
+def _transformers_entries() -> list[RegistryEntry]:
+    from clipfuse.backbones.hf_transformers import cached_transformers_models
+
+    return [
+        RegistryEntry(
+            spec=m["spec"],
+            family="vit",
+            embed_dim=m["embed_dim"],
+            image_size=m["image_size"],
+            image_gflops=None,
+            source="transformers (local Hugging Face cache)",
+        )
+        for m in cached_transformers_models()
+    ]
+
+
 def list_backbones(pattern: str = "*") -> list[RegistryEntry]:
-    """Known specs matching a shell-style pattern (case-insensitive), zoo first."""
+    """Known specs matching a shell-style pattern (case-insensitive), zoo first, then open_clip
+    tags, then the transformers CLIP / SigLIP checkpoints in the local Hugging Face cache."""
     pattern = pattern.lower()
     zoo = _zoo_entries()
-    every = zoo + (_open_clip_entries() if not pattern.startswith("zoo:") else [])
+    every = zoo
+    if not pattern.startswith("zoo:"):
+        every = every + (_open_clip_entries() if not pattern.startswith("transformers:") else [])
+        every = every + _transformers_entries()
     return [e for e in every if fnmatch.fnmatch(e.spec.lower(), pattern)]

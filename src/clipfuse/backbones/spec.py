@@ -7,6 +7,8 @@ Forms (see README):
   local-dir:/path/to/dir   a folder with open_clip_config.json and a weights file
   zoo:NAME                 a small backbone trained by this project (shipped in clipfuse/zoo/weights)
   PATH/config.json:random  an open_clip model config with random weights, seeded from the spec
+  transformers:ORG/NAME    a Hugging Face transformers CLIPModel / SiglipModel (local cache first)
+  transformers:/path/dir   a `save_pretrained` folder with model, image processor and tokenizer
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class BackboneSpec:
 
     raw: str
     kind: str  # "pretrained-tag" | "local-file" | "hf-hub" | "local-dir" | "zoo" | "random"
+    # | "transformers-hub" | "transformers-dir"
     arch: str | None = None  # built-in open_clip architecture (pretrained-tag, local-file)
     location: str | None = None  # tag, file path, hub id, or directory
 
@@ -39,14 +42,20 @@ class BackboneSpec:
             return f"{Path(self.location).stem}:random"
         if self.kind == "zoo":
             return f"zoo:{self.location}"
+        if self.kind == "transformers-hub":
+            return f"transformers:{self.location}"
+        if self.kind == "transformers-dir":
+            return f"transformers:{Path(self.location).resolve().name}"
         return f"{self.kind}:{self.location}"
 
     @property
     def canonical(self) -> str:
         """The spec with absolute paths: what a store records, so that the same model named from
         another working directory (or as ./x vs x) matches, and the store can reload it from anywhere."""
-        if self.kind in ("pretrained-tag", "hf-hub", "zoo"):
+        if self.kind in ("pretrained-tag", "hf-hub", "zoo", "transformers-hub"):
             return self.raw
+        if self.kind == "transformers-dir":
+            return f"transformers:{Path(self.location).resolve()}"
         path = str(Path(self.location).resolve())
         if self.kind == "local-file":
             return f"{self.arch}:{path}"
@@ -65,6 +74,8 @@ def parse_backbone_spec(spec: str) -> BackboneSpec:
         if ident.count("/") != 1 or not all(ident.split("/")):
             raise BackboneError(f"malformed hub id in {spec!r}: expected hf-hub:ORG/NAME")
         return BackboneSpec(spec, "hf-hub", location=ident)
+    if spec.startswith("transformers:"):
+        return _transformers_spec(spec)
     if spec.startswith("local-dir:"):
         path = os.path.expanduser(spec[len("local-dir:") :])
         if not Path(path, "open_clip_config.json").is_file():
@@ -84,7 +95,7 @@ def parse_backbone_spec(spec: str) -> BackboneSpec:
     if ":" not in spec:
         raise BackboneError(
             f"malformed backbone spec {spec!r}: expected ARCH:PRETRAINED, ARCH:/path/to/weights, "
-            "hf-hub:ORG/NAME, local-dir:DIR, zoo:NAME or CONFIG.json:random"
+            "hf-hub:ORG/NAME, local-dir:DIR, zoo:NAME, CONFIG.json:random or transformers:ORG/NAME"
         )
     arch, location = spec.split(":", 1)
     arch = arch.replace("/", "-")
@@ -107,3 +118,23 @@ def parse_backbone_spec(spec: str) -> BackboneSpec:
             raise BackboneError(f"weights file not found: {path!r} (spec {spec!r})")
         return BackboneSpec(spec, "local-file", arch=arch, location=path)
     return BackboneSpec(spec, "pretrained-tag", arch=arch, location=location)
+
+
+def _transformers_spec(spec: str) -> BackboneSpec:
+    """`transformers:ORG/NAME` (hub id) or `transformers:DIR` (absolute, ./relative, ~ or an
+    existing folder): a folder is checked here, a hub id when it is resolved in the cache."""
+    location = os.path.expanduser(spec[len("transformers:") :])
+    is_path = location.startswith((os.sep, ".")) or Path(location).is_dir()
+    if is_path:
+        if not Path(location, "config.json").is_file():
+            raise BackboneError(
+                f"no config.json in {location!r} (spec {spec!r}): expected a folder written by "
+                "model.save_pretrained(DIR) and processor.save_pretrained(DIR)"
+            )
+        return BackboneSpec(spec, "transformers-dir", location=location)
+    if location.count("/") != 1 or not all(location.split("/")):
+        raise BackboneError(
+            f"malformed transformers spec {spec!r}: expected transformers:ORG/NAME or "
+            "transformers:/path/to/dir"
+        )
+    return BackboneSpec(spec, "transformers-hub", location=location)

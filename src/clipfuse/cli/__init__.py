@@ -11,21 +11,22 @@ import sys
 
 from clipfuse.cli import analysis_cmds, core_cmds, fusion_cmds, serve_cmds  # noqa: F401  (registers the commands)
 from clipfuse.cli.common import COMMANDS, PARSERS
+from clipfuse.cli.validate import OneLineParser, harden
 from clipfuse.errors import ClipfuseError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipfuse", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="clipfuse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in PARSERS:
         add(sub)
-    return parser
+    return harden(parser)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
     except ClipfuseError as exc:
         print(f"clipfuse: error: {exc}", file=sys.stderr)

@@ -28,7 +28,9 @@ def parsers(fn):
 
 def add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
     p.add_argument(
-        "--data", required=True, help="source: imagefolder:PATH, idx:DIR, csv:FILE or wds:DIR"
+        "--data",
+        required=True,
+        help="source: imagefolder:PATH, idx:DIR, csv:FILE, wds:DIR or parquet:PATH",
     )
     if split:
         p.add_argument("--split", required=True, help="split name (train, test, all, ...)")

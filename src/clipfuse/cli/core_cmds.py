@@ -51,8 +51,9 @@ def cmd_extract(args) -> int:
 
     engine = get_engine(args.engine, args.ray_address)  # first: a missing Ray fails at once
     dataset = open_data(args)
-    backbones = [
-        load_backbone(s, device=args.device, precision=args.precision) for s in args.backbone
+    backbones = [  # image towers only, each text tower freed before the next model is built
+        load_backbone(s, device=args.device, precision=args.precision, image_only=True)
+        for s in args.backbone
     ]
     store = FeatureStore(args.store)
     with engine:
@@ -93,6 +94,11 @@ def cmd_zeroshot(args) -> int:
     view = resolve_view(store, dataset)
     bundle = load_bundle(store, view, classnames=dataset.classnames, templates=dataset.templates)
     rows = zeroshot_table(bundle)
+    if args.predictions or args.logits:
+        from clipfuse.evaluation.per_sample import write_per_sample
+
+        for path in write_per_sample(bundle, predictions=args.predictions, logits=args.logits):
+            print(f"wrote {path}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(
@@ -148,3 +154,9 @@ def add_parsers(sub) -> None:
     add_data_args(p)
     p.add_argument("--store", required=True)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--predictions", default=None, help="CSV: sample_id,backbone,label,pred,top1..top5,..."
+    )
+    p.add_argument(
+        "--logits", default=None, help="safetensors: (B, N, C) logits, labels, sample ids"
+    )

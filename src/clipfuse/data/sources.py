@@ -7,6 +7,9 @@ idx:DIR            MNIST-format IDX files: train-*/t10k-* images and labels (spl
 csv:FILE           rows of path,label[,split] (paths relative to the file; label = index or name)
 wds:DIR            WebDataset shards, CLIP_benchmark layout: DIR/SPLIT/*.tar with key.jpg/.png
                    and key.cls, classnames.txt and zeroshot_classification_templates.txt in DIR
+parquet:PATH       Hugging Face `datasets` Parquet files (a file, or a folder of split-named files):
+                   an image column of encoded bytes, a label column, ClassLabel names in the
+                   schema metadata (`data.parquet`)
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from clipfuse.data.readers import (
 from clipfuse.errors import DataError
 from clipfuse.hashing import file_sha256, value_hash
 
-KINDS = ("imagefolder", "idx", "csv", "wds")
+KINDS = ("imagefolder", "idx", "csv", "wds", "parquet")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
@@ -75,7 +78,13 @@ def open_dataset(
 ) -> ImageDataset:
     """Open one split of a source. `classnames`/`templates` may be lists or file paths."""
     kind, path = parse_source(source)
-    builder = {"imagefolder": _imagefolder, "idx": _idx, "csv": _csv, "wds": _wds}[kind]
+    builder = {
+        "imagefolder": _imagefolder,
+        "idx": _idx,
+        "csv": _csv,
+        "wds": _wds,
+        "parquet": _parquet,
+    }[kind]
     name = name or guess_name(str(path.resolve())) or path.name.split(".")[0]
     items = builder(
         path, split
@@ -260,6 +269,12 @@ def _wds(path: Path, split: str):
     reader = TarReader([str(s) for s in shards], [by_key[k][e] for k, e in zip(keys, image_ext)])
     fingerprint = value_hash([file_sha256(s) for s in shards])
     return keys, labels, reader, None, fingerprint
+
+
+def _parquet(path: Path, split: str):
+    from clipfuse.data.parquet import parquet_source
+
+    return parquet_source(path, split)
 
 
 def _wds_label(payload: bytes, key: str, shards: list[Path]) -> int:

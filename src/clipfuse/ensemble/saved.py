@@ -2,7 +2,8 @@
 the fitted combiner and class names, in one safetensors file (tensors + a JSON header).
 
 Loading parses JSON and reads tensors; nothing is unpickled, so a file from elsewhere cannot run
-code. The backbones' weights are not copied in: they are loaded by spec and must have the
+code. The header carries a sha256 of the whole file (`ensemble.checksum`): a file with any edited
+byte is refused before anything in it is used. The backbones' weights are not copied in: they are loaded by spec and must have the
 recorded fingerprint (same weights, same preprocessing), or loading stops with a clear error.
 """
 
@@ -15,14 +16,16 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 
 from clipfuse.combiners import Combiner, combiner_from_state
 from clipfuse.data.holdout import HoldoutDraw
+from clipfuse.ensemble.checksum import save_sealed, verify
 from clipfuse.errors import ClipfuseError, DataError, ProvenanceMismatchError
+from clipfuse.paths import ensure_dir
 
 FORMAT = "clipfuse.ensemble"
-VERSION = 1
+VERSION = 2  # 2: sha256 checksum in the header
 
 
 @dataclass
@@ -101,7 +104,7 @@ class SavedEnsemble:
             raise ClipfuseError(
                 f"{str(path)!r}: an ensemble is a .safetensors file (its .json header copy goes next to it)"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(path.parent)
         tensors = {
             f"classifier.{b}": w.contiguous().float() for b, w in enumerate(self.classifiers)
         }
@@ -116,7 +119,7 @@ class SavedEnsemble:
             "training": self.training,
         }
         tmp = path.with_suffix(path.suffix + ".tmp")
-        save_file(tensors, str(tmp), metadata={"clipfuse": json.dumps(header)})
+        save_sealed(tensors, tmp, {"clipfuse": json.dumps(header)})
         tmp.replace(path)
         path.with_suffix(".json").write_text(json.dumps(header, indent=1))
         return path
@@ -126,6 +129,7 @@ class SavedEnsemble:
         path = Path(path)
         if not path.is_file():
             raise ClipfuseError(f"ensemble file not found: {str(path)!r}")
+        verify(path)
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -186,13 +190,16 @@ class SavedEnsemble:
     def backbone_logits(self, b: int, features: torch.Tensor) -> torch.Tensor:
         """(N, C) zero-shot logits of backbone `b` alone (cascades run backbones one by one)."""
         w = self.classifiers[b]
-        return self.backbones[b]["logit_scale"] * features.float().to(w.device) @ w.T
+        rec = self.backbones[b]
+        return rec["logit_scale"] * features.float().to(w.device) @ w.T + (
+            rec.get("logit_bias") or 0.0
+        )
 
     def logits(self, features: list[torch.Tensor]) -> torch.Tensor:
         """(B, N, C) zero-shot logits from per-backbone normalised features."""
         return torch.stack(
             [
-                rec["logit_scale"] * f.float() @ w.T
+                rec["logit_scale"] * f.float() @ w.T + (rec.get("logit_bias") or 0.0)
                 for rec, f, w in zip(self.backbones, features, self.classifiers)
             ]
         )
@@ -206,9 +213,13 @@ def _one_line(exc: BaseException) -> str:
 def backbone_records(bundle) -> list[dict[str, Any]]:
     """Per-backbone provenance from a ViewBundle and the store manifests."""
     return [
-        {"spec": spec, "name": name, "fingerprint": fp, "logit_scale": scale}
-        for spec, name, fp, scale in zip(
-            bundle.specs, bundle.names, bundle.fingerprints, bundle.logit_scales
+        {"spec": spec, "name": name, "fingerprint": fp, "logit_scale": scale, "logit_bias": bias}
+        for spec, name, fp, scale, bias in zip(
+            bundle.specs,
+            bundle.names,
+            bundle.fingerprints,
+            bundle.logit_scales,
+            bundle.logit_biases or [None] * len(bundle.specs),
         )
     ]
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from clipfuse.evaluation.runner import EvaluationResult, format_markdown
+from clipfuse.paths import ensure_dir
 from clipfuse.reports.results import save_evaluation, save_temperatures
 
 CSV_COLUMNS = [
@@ -42,7 +43,7 @@ def write_results(
     so several datasets can share one report folder."""
     out = Path(out_dir)
     report = Path(report_dir) if report_dir is not None else out
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out, "results folder")
     rows = result.summary()
     draws = [d.save(out / "holdouts").name for d in result.draws]
     payload = result.to_dict()

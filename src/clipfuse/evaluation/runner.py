@@ -132,6 +132,9 @@ class EvaluationResult:
         }
 
 
+MIN_RELATIVE_BASELINE = 0.01  # relative gains only against a baseline of >= 1 % top-1 on every seed
+
+
 def _row(
     dataset,
     method,
@@ -166,7 +169,8 @@ def _row(
         base = np.asarray(baselines, dtype=float)
         delta = accs_a - base
         row["gain_points"] = 100 * float(delta.mean())
-        row["gain_relative_pct"] = 100 * float(np.mean(delta / np.maximum(base, 1e-12)))
+        if base.min() >= MIN_RELATIVE_BASELINE:  # else a ratio to ~0: huge, meaningless
+            row["gain_relative_pct"] = 100 * float(np.mean(delta / base))
         row["worst_delta_points"] = 100 * float(delta.min())
     return row
 

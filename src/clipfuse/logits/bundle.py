@@ -43,6 +43,7 @@ class ViewBundle:
     classifiers: list[torch.Tensor] = field(default_factory=list)  # B x (C, D_b) text classifiers
     gflops: list[float | None] = field(default_factory=list)  # image-tower GFLOPs per backbone
     failures: list[dict[str, Any]] = field(default_factory=list)
+    logit_biases: list[float | None] = field(default_factory=list)  # SigLIP's bias, else None
     dataset: str = ""  # the dataset's name (catalog name or guessed from the path)
     draw: HoldoutDraw | None = None  # set on bundles made by holdout()
 
@@ -148,8 +149,8 @@ def _load_classifier(store, fingerprint, classnames, templates, backbone_cache):
     from clipfuse.backbones import load_backbone
 
     spec = _spec(store, fingerprint)
+    # not kept once its classifier is cached: nine large CLIPs held at once would not fit in RAM
     backbone = backbone_cache.get(spec) or load_backbone(spec, with_gflops=False)
-    backbone_cache[spec] = backbone
     if backbone.info.fingerprint != fingerprint:
         raise ProvenanceMismatchError(
             f"{spec} now has fingerprint {backbone.info.fingerprint} but the store holds features of "
@@ -198,7 +199,7 @@ def load_bundle(
                 f"text classifier of {key.backbone} has dim {weights.shape[1]}, features {f.shape[1]}"
             )
         feats.append(f)
-        logits.append(zeroshot_logits(f, weights, scale))
+        logits.append(zeroshot_logits(f, weights, scale, _logit_bias(store, key.backbone)))
         scales.append(scale)
         classifiers.append(weights)
     first_rows = np.searchsorted(datas[0].indices, common)
@@ -219,6 +220,7 @@ def load_bundle(
         classifiers=classifiers,
         gflops=[_gflops(store, k.backbone) for k in keys],
         failures=list(datas[0].failures),
+        logit_biases=[_logit_bias(store, k.backbone) for k in keys],
     )
 
 
@@ -233,6 +235,11 @@ def _spec(store: FeatureStore, fingerprint: str) -> str:
 def _gflops(store: FeatureStore, fingerprint: str) -> float | None:
     info = store.get_array_set("backbone-info", fingerprint)
     return None if info is None else info.metadata.get("image_gflops")
+
+
+def _logit_bias(store: FeatureStore, fingerprint: str) -> float | None:
+    info = store.get_array_set("backbone-info", fingerprint)
+    return None if info is None else info.metadata.get("logit_bias")
 
 
 def _short_name(spec: str) -> str:

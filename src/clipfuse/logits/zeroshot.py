@@ -2,9 +2,13 @@
 
 `z_b(x) = s_b · normalize(h_b(x)) · W_bᵀ`, W_b built exactly as open_clip's
 `build_zero_shot_classifier` (mean of normalised template embeddings, renormalised): we call it,
-so our logits are open_clip's by construction. A SigLIP-style logit bias is dropped: it is the
-same for every class, so it changes neither softmax nor argmax, and dropping it keeps every
-backbone's logits on the `scale · cosine` footing.
+so our logits are open_clip's by construction.
+
+SigLIP-style models (a logit bias b, sigmoid scores): `z = s · cos + b`, exactly the model's own
+`logits_per_image` (transformers and open_clip), whose sigmoid is its per-class probability. The
+combiners fuse through softmaxes over classes, and b is the same for every class of a row, so it
+changes neither softmax nor argmax: what they fuse is `s · cos`, the footing every CLIP has
+(s ≈ 100 for OpenAI CLIP, ≈ 110-120 for trained SigLIPs).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def text_classifier(
         hit = cached_classifier(store, backbone.info.fingerprint, classnames, templates)
         if hit is not None:
             return hit[0]
+    backbone.require_text()
     with torch.inference_mode():
         weights = build_zero_shot_classifier(
             backbone.model,
@@ -67,6 +72,7 @@ def text_classifier(
                 "classnames": classnames,
                 "templates": templates,
                 "logit_scale": backbone.info.logit_scale,
+                "logit_bias": backbone.info.logit_bias,
             },
         )
     return weights
@@ -77,7 +83,10 @@ def _fill(template: str):
     return lambda classname: template.replace("{c}", classname)
 
 
-def zeroshot_logits(features, classifier: torch.Tensor, logit_scale: float) -> torch.Tensor:
-    """(N, D) normalised features (any float dtype) -> (N, C) float32 logits."""
+def zeroshot_logits(
+    features, classifier: torch.Tensor, logit_scale: float, logit_bias: float | None = None
+) -> torch.Tensor:
+    """(N, D) normalised features (any float dtype) -> (N, C) float32 logits (+ SigLIP's bias)."""
     feats = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    return logit_scale * feats @ classifier.T
+    logits = logit_scale * feats @ classifier.T
+    return logits + logit_bias if logit_bias else logits

@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -56,6 +55,8 @@ from clipfuse._validation import to_tensor
 from clipfuse.analysis import CKAResult, ComplementarityResult
 from clipfuse.analysis._arrays import ArrayLike, backbone_names, check_labels
 from clipfuse.errors import DataError
+from clipfuse.hashing import CACHE_ROOT, value_hash
+from clipfuse.store.locking import file_lock
 
 ANALYSIS_FILE = "analysis.json"
 EVALUATION_FILE = "evaluation.json"
@@ -135,10 +136,23 @@ def _read_json(path: Path, fmt: str) -> dict[str, Any]:
     return obj
 
 
+RESULTS_LOCK_TIMEOUT_S = 600.0
+
+
+def results_lock(path: Path):
+    """The lock of one results file (several runs may add to one results directory). It lives in
+    clipfuse's cache, keyed by the file's absolute path, not beside the results: a lock file is
+    never removed (removing one is racy), so there it would outlive every run as clutter. It
+    records its holder (pid@host) for the timeout message. Mutual exclusion is per machine (the
+    cache is per user and machine), as it is for flock on most network file systems anyway."""
+    key = value_hash(str(path.resolve()), 16)
+    return file_lock(CACHE_ROOT / "locks" / f"results-{key}.lock", RESULTS_LOCK_TIMEOUT_S)
+
+
 def _update_json(path: Path, fmt: str, update: Any) -> None:
     """Read-modify-write under a file lock: several runs may add to one results directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with results_lock(path):
         obj = _read_json(path, fmt) if path.exists() else {"format": fmt, "version": 1}
         update(obj)
         _write_json(path, obj)
@@ -228,7 +242,7 @@ def save_temperatures(
     y = check_labels(labels, t.shape[0]).contiguous()
     path = Path(results_dir) / TEMPERATURES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    with results_lock(path):
         tensors, meta = _read_temperature_file(path) if path.exists() else ({}, {"datasets": {}})
         tensors[f"{dataset}/temperatures"] = t
         tensors[f"{dataset}/labels"] = y

@@ -20,6 +20,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from clipfuse.errors import StoreError
+from clipfuse.paths import ensure_store_dir
 from clipfuse.store.atomic import atomic_write_bytes, atomic_write_json
 from clipfuse.store.entry import FORMAT_VERSION, StoreEntry
 from clipfuse.store.keys import EntryKey, check_slug
@@ -47,7 +48,7 @@ class FeatureStore:
         self.lock_timeout = float(lock_timeout)
         if self.root.exists() and not self.root.is_dir():
             raise StoreError(f"feature store root {self.root} exists and is not a directory")
-        self.root.mkdir(parents=True, exist_ok=True)
+        ensure_store_dir(self.root)
         marker = self.root / "store.json"
         expected = {"format": STORE_FORMAT, "version": FORMAT_VERSION}
         if marker.is_file():
@@ -61,7 +62,12 @@ class FeatureStore:
                     f"this clipfuse reads {STORE_FORMAT} v{FORMAT_VERSION}"
                 )
         else:  # concurrent creators write identical bytes, so the race is harmless
-            atomic_write_json(marker, expected)
+            try:
+                atomic_write_json(marker, expected)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot write to feature store {str(self.root)!r}: {exc.strerror or exc}"
+                ) from None
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r})"
