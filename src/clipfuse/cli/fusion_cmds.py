@@ -131,7 +131,9 @@ def cmd_fit(args) -> int:
     from clipfuse.cascade.costs import fill_costs
     from clipfuse.combiners import make_combiner
     from clipfuse.ensemble.saved import SavedEnsemble, backbone_records
+    from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.evaluation.holdout import parse_budgets
+    from clipfuse.evaluation.protocol import fit_inputs
 
     store = existing_store(args.store)
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
@@ -139,12 +141,16 @@ def cmd_fit(args) -> int:
         raise ClipfuseError("fit takes one label budget (one --shots value or one --fraction)")
     dataset, train = _bundle(args, store, args.train_split, args.limit)
     draw, hold = _holdout(args, train, shots, fraction)
+    args.method = args.method or RECOMMENDED
     params = _method_params(args).get(args.method, {})
     combiner = make_combiner(args.method, device=args.device, **params)
     fill_costs(combiner, train.gflops)  # cascades and subsets count cost in GFLOPs
     if "seed" in combiner.get_params() and "seed" not in params:
         combiner.set_params(seed=args.seed)
-    combiner.fit(hold.features, hold.logits, hold.labels)
+    *fit_args, fit_info = fit_inputs(
+        combiner, train, hold, np.searchsorted(train.indices, draw.positions)
+    )
+    combiner.fit(*fit_args)
     ensemble = SavedEnsemble(
         backbones=backbone_records(train),
         classnames=train.classnames,
@@ -159,6 +165,7 @@ def cmd_fit(args) -> int:
             "num_labels": draw.num_labels,
             "holdout_sha256": draw.content_hash,
             "holdout_positions": draw.positions,
+            **fit_info,  # "unlabelled": train rows given without labels (semi-supervised)
         },
     )
     path = ensemble.save(args.out)
@@ -260,7 +267,9 @@ def add_parsers(sub) -> None:
     )
     _add_fusion_data(p)
     p.add_argument("--train-split", required=True)
-    p.add_argument("--method", default="nlc")
+    p.add_argument(
+        "--method", default=None, help="combiner name (default: the recommended one, shrunk_mix)"
+    )
     p.add_argument("--shots", default=None)
     p.add_argument("--fraction", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -282,7 +291,9 @@ def cmd_tradeoffs(args) -> int:
     """Accuracy vs compute: the cascade's prefix curve over 1..B backbones, its threshold sweep,
     the Pareto front, and the best subset per GFLOPs budget (one hold-out draw, scored on test)."""
     from clipfuse.cascade.curves import tradeoff_report
+    from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.evaluation.holdout import parse_budgets
+    from clipfuse.evaluation.protocol import fit_inputs
 
     store = existing_store(args.store)
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)

@@ -47,8 +47,8 @@ def check_logits(logits: ArrayLike) -> tuple[int, int, int]:
     return b, n, c
 
 
-def check_labels(y: ArrayLike, n: int, c: int) -> None:
-    """FitError unless ``y`` is ``n`` integer labels in ``[0, c)``."""
+def check_labels(y: ArrayLike, n: int, c: int, *, unlabelled: bool = False) -> None:
+    """FitError unless ``y`` is ``n`` integer labels in ``[0, c)`` (``-1`` too if ``unlabelled``)."""
     shape = tuple(y.shape)
     if shape != (n,):
         raise FitError(f"labels must have shape ({n},) to match the logits; got shape {shape}")
@@ -56,7 +56,13 @@ def check_labels(y: ArrayLike, n: int, c: int) -> None:
     if y_t.dtype.is_floating_point or y_t.dtype == torch.bool:
         raise FitError(f"labels must be integer class indices; got dtype {y_t.dtype}")
     lo, hi = int(y_t.min()), int(y_t.max())
-    if lo < 0 or hi >= c:
+    if lo == -1 and not unlabelled:
+        raise FitError(
+            "labels hold -1 (unlabelled rows); only combiners with uses_unlabelled accept them"
+        )
+    if unlabelled and not bool((y_t >= 0).any()):
+        raise FitError("every label is -1: at least one labelled row per class is needed")
+    if lo < (-1 if unlabelled else 0) or hi >= c:
         raise FitError(f"labels must lie in [0, {c}); got values from {lo} to {hi}")
 
 
@@ -73,6 +79,7 @@ class Combiner:
     name: ClassVar[str] = ""
     uses_features: ClassVar[bool] = False  # True: features are required in fit and predict
     min_per_class: ClassVar[int] = 0  # examples per class that fit needs (1 for learned weights)
+    uses_unlabelled: ClassVar[bool] = False  # True: fit accepts y == -1 rows (unlabelled images)
 
     def __init__(self, *, device: str = "cpu") -> None:
         self.device = device
@@ -110,7 +117,7 @@ class Combiner:
         """Check shapes (against the fitted ones after fit) and move inputs to the device."""
         b, n, c = check_logits(logits)
         if y is not None:
-            check_labels(y, n, c)
+            check_labels(y, n, c, unlabelled=self.uses_unlabelled)
         if self.is_fitted:
             if b != self.num_backbones_ or c != self.num_classes_:
                 raise FitError(
@@ -150,7 +157,7 @@ class Combiner:
     def _check_class_counts(self, y: torch.Tensor, c: int) -> None:
         if self.min_per_class < 1:
             return
-        counts = torch.bincount(y, minlength=c)
+        counts = torch.bincount(y[y >= 0], minlength=c)
         short = torch.nonzero(counts < self.min_per_class).flatten().tolist()
         if short:
             shown = ", ".join(map(str, short[:5])) + (" ..." if len(short) > 5 else "")

@@ -13,6 +13,8 @@ from clipfuse.combiners.base import Combiner
 from clipfuse.combiners.calibration import CalibratedMean
 from clipfuse.combiners.moe import MixtureOfExperts
 from clipfuse.combiners.nlc import NLC
+from clipfuse.combiners.semi import SemiShrunkMix
+from clipfuse.combiners.shrunk_mix import ShrunkMix
 from clipfuse.combiners.static import BestSingle, MajorityVote, MaxConfidence, MeanLogits, MeanProba
 from clipfuse.combiners.super_learner import SuperLearner
 from clipfuse.errors import FitError
@@ -33,8 +35,15 @@ _REGISTRY: dict[str, type[Combiner]] = {
         *HEAD_COMBINERS,  # lp, lp_mean, ..., tipf_nlc (clipfuse.heads)
         Cascade,
         SubsetNLC,
+        ShrunkMix,
+        SemiShrunkMix,
     )
 }
+
+
+# The method `clipfuse fit` uses without --method and `evaluate --methods recommended` runs
+# (why: README "Fusion that beats the best backbone"; figures: BENCHMARKS.md "Fusion").
+RECOMMENDED = "shrunk_mix"
 
 
 def list_combiners(pattern: str = "*") -> list[str]:

@@ -19,9 +19,11 @@ from tqdm import tqdm
 
 from clipfuse.cascade.costs import cost_info, fill_costs
 from clipfuse.combiners import BestSingle, list_combiners, make_combiner, oracle_accuracy
+from clipfuse.combiners.registry import RECOMMENDED
 from clipfuse.errors import FitError
 from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.metrics import topk_accuracy
+from clipfuse.evaluation.protocol import add_reference_columns, fit_inputs
 from clipfuse.logits.bundle import ViewBundle
 
 PREDICT_CHUNK = 4096
@@ -94,7 +96,10 @@ class EvaluationResult:
             for key in ("gflops_per_image", "backbones_per_image"):  # cascades and subsets
                 values = [r.info[key] for r in recs if key in r.info]
                 row[key] = float(np.mean(values)) if values else None
+            unl = [r.info["unlabelled"] for r in recs if "unlabelled" in r.info]
+            row["unlabelled"] = int(np.mean(unl)) if unl else None  # train rows given as y = -1
             rows.append(row)
+        add_reference_columns(rows, self.singles[best_test], self.oracle)
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +193,8 @@ METHOD_GROUPS = {
         "tipf_nlc",
     ],
     "compute": ["cascade", "subset_nlc"],
+    "recommended": [RECOMMENDED],  # the default of `clipfuse fit` (issue 11)
+    "fusion": ["shrunk_mix", "semi_mix"],
 }
 
 
@@ -307,7 +314,8 @@ def evaluate_methods(
                 clamp=clamp,
             )
             result.draws.append(draw)
-            hold = train.select(np.searchsorted(train.indices, draw.positions))
+            hold_rows = np.searchsorted(train.indices, draw.positions)
+            hold = train.select(hold_rows)
             # the same rule as the best_single method (ties on tiny hold-outs go to the lower
             # NLL), so the baseline never depends on the order the backbones are listed in
             chosen = BestSingle().fit(None, hold.logits, hold.labels).chosen_
@@ -317,8 +325,9 @@ def evaluate_methods(
                 fill_costs(combiner, train.gflops)  # cascades/subsets: the store's GFLOPs
                 if hasattr(combiner, "seed") and "seed" not in method_params.get(method, {}):
                     combiner.set_params(seed=seed)
+                *fit_args, fit_info = fit_inputs(combiner, train, hold, hold_rows)
                 t0 = time.perf_counter()
-                combiner.fit(hold.features, hold.logits, hold.labels)
+                combiner.fit(*fit_args)
                 fit_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 top1 = _predict_top1(combiner, test)
@@ -327,6 +336,7 @@ def evaluate_methods(
                     {"chosen": test.names[combiner.chosen_]} if hasattr(combiner, "chosen_") else {}
                 )
                 info.update(_cost_info(combiner, test))
+                info.update(fit_info)
                 if method == "nlc" and "nlc" not in result.temperatures:
                     result.temperatures["nlc"] = combiner.predict_temperatures(test.features).cpu()
                 result.records.append(
@@ -355,8 +365,11 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
     costs = any(r.get("gflops_per_image") is not None for r in rows)
+    ref = any(r.get("gain_vs_reference_points") is not None for r in rows)
     header = "| method | budget | labels | seeds | top-1 (%) | gain (pts) | gain (rel %) | worst Δ (pts) | fit (s) | predict (s) |"
-    lines = [header + (" GFLOPs/img |" if costs else ""), "|---" * (10 + costs) + "|"]
+    header += " GFLOPs/img |" if costs else ""
+    header += " vs reference (pts) | oracle gap captured (%) | unlabelled |" if ref else ""
+    lines = [header, "|---" * (10 + costs + 3 * ref) + "|"]
     for r in rows:
         acc = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["n_seeds"] > 1 else "")
         line = (
@@ -364,5 +377,11 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
             f"{num(r['gain_points'], '{:+.2f}')} | {num(r['gain_relative_pct'], '{:+.2f}')} | "
             f"{num(r['worst_delta_points'], '{:+.2f}')} | {num(r['fit_s'], '{:.3f}')} | {num(r['predict_s'], '{:.3f}')} |"
         )
-        lines.append(line + (f" {num(r.get('gflops_per_image'), '{:.4f}')} |" if costs else ""))
+        line += f" {num(r.get('gflops_per_image'), '{:.4f}')} |" if costs else ""
+        if ref:
+            line += (
+                f" {num(r.get('gain_vs_reference_points'), '{:+.2f}')} |"
+                f" {num(r.get('oracle_gap_share_pct'), '{:+.1f}')} | {r.get('unlabelled') or ''} |"
+            )
+        lines.append(line)
     return "\n".join(lines)
