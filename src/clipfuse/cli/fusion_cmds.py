@@ -130,8 +130,8 @@ def cmd_evaluate(args) -> int:
 def cmd_fit(args) -> int:
     from clipfuse.cascade.costs import fill_costs
     from clipfuse.combiners import make_combiner
-    from clipfuse.ensemble.saved import SavedEnsemble, backbone_records
     from clipfuse.combiners.registry import RECOMMENDED
+    from clipfuse.ensemble.saved import SavedEnsemble, backbone_records
     from clipfuse.evaluation.holdout import parse_budgets
     from clipfuse.evaluation.protocol import fit_inputs
 
@@ -291,9 +291,7 @@ def cmd_tradeoffs(args) -> int:
     """Accuracy vs compute: the cascade's prefix curve over 1..B backbones, its threshold sweep,
     the Pareto front, and the best subset per GFLOPs budget (one hold-out draw, scored on test)."""
     from clipfuse.cascade.curves import tradeoff_report
-    from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.evaluation.holdout import parse_budgets
-    from clipfuse.evaluation.protocol import fit_inputs
 
     store = existing_store(args.store)
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
