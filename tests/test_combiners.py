@@ -45,8 +45,11 @@ ALL = [
     "nlc",
     "shrunk_mix",
     "semi_mix",
+    "safe_mix",
 ]
-LEARNED = ["calibrated_mean", "super_learner", "moe", "nlc", "shrunk_mix", "semi_mix"]
+LEARNED = [
+    "calibrated_mean", "super_learner", "moe", "nlc", "shrunk_mix", "semi_mix", "safe_mix"
+]  # fmt: skip
 FAST = {"moe": {"steps": 20}, "nlc": {"steps": 20}}  # contract tests need no converged controller
 
 
@@ -67,7 +70,9 @@ def data():
 
 
 def test_registry_names_and_errors() -> None:
-    core = [n for n in ALL if n not in ("shrunk_mix", "semi_mix")]  # issue 11's: registered later
+    core = [
+        n for n in ALL if n not in ("shrunk_mix", "semi_mix", "safe_mix")
+    ]  # issue 11's: registered later
     assert list_combiners()[: len(core)] == core  # other layers may register more after these
     assert set(ALL) <= set(list_combiners())
     assert list_combiners("*_proba") == ["mean_proba"]

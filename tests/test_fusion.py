@@ -26,7 +26,7 @@ def data():
 
 
 def test_recommended_is_registered_and_the_recommended_group() -> None:
-    assert expand_methods(["recommended"]) == [RECOMMENDED] == ["shrunk_mix"]
+    assert expand_methods(["recommended"]) == [RECOMMENDED] == ["safe_mix"]
     assert make_combiner(RECOMMENDED).uses_unlabelled is False
 
 
@@ -114,8 +114,33 @@ def test_evaluate_recommended_reports_reference_gap_and_unlabelled(fusion_bed, t
         for r in json.loads((out / "results.json").read_text())["summary"]
         if r["kind"] == "method"
     }
-    assert set(rows) == {"shrunk_mix", "semi_mix"}
-    assert rows["semi_mix"]["unlabelled"] == 190 and rows["shrunk_mix"]["unlabelled"] is None
+    assert set(rows) == {"safe_mix", "semi_mix"}
+    assert rows["semi_mix"]["unlabelled"] == 190 and rows["safe_mix"]["unlabelled"] is None
     assert all(r["gain_vs_reference_points"] is not None for r in rows.values())
     md = (out / "results.md").read_text()
     assert "vs reference (pts)" in md and "oracle gap captured (%)" in md
+
+
+def test_safe_mix_records_its_choice_and_the_too_few_labels_fallback(data) -> None:
+    train, test = data  # 3 shots x 5 classes = 15 labels: 5 folds of 3
+    safe = make_combiner("safe_mix").fit(None, train.logits, train.y)
+    assert safe.choice_ in ("fusion", "single") and safe.fallback_ is None
+    assert safe.cv_nll_fusion_ > 0 and safe.cv_nll_single_ > 0
+    assert 0 <= safe.single_wins_ <= 5
+    if safe.choice_ == "single":
+        assert int((safe.weights_ > 0).sum()) == 1
+    one = torch.stack([torch.nonzero(train.y == c)[0, 0] for c in range(5)])  # 1 shot: 5 labels
+    few = make_combiner("safe_mix", folds=5).fit(None, train.logits[:, one], train.y[one])
+    assert "too few for 5-fold cross-validation" in few.fallback_ and few.choice_ == "fusion"
+    with pytest.raises(FitError, match="required_wins must be in"):
+        make_combiner("safe_mix", folds=3, required_wins=4).fit(None, train.logits, train.y)
+
+
+def test_safe_mix_picks_the_single_backbone_when_the_others_are_noise() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(5).repeat(6)
+    good = torch.nn.functional.one_hot(y, 5).float() * 4 + torch.randn(30, 5, generator=g)
+    noise = torch.randn(2, 30, 5, generator=g) * 4
+    safe = make_combiner("safe_mix").fit(None, torch.cat([good[None], noise]), y)
+    assert safe.choice_ == "single" and safe.single_wins_ == 5
+    assert safe.weights_[1:].abs().sum() == 0

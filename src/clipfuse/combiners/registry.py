@@ -13,6 +13,7 @@ from clipfuse.combiners.base import Combiner
 from clipfuse.combiners.calibration import CalibratedMean
 from clipfuse.combiners.moe import MixtureOfExperts
 from clipfuse.combiners.nlc import NLC
+from clipfuse.combiners.safe import SafeMix
 from clipfuse.combiners.semi import SemiShrunkMix
 from clipfuse.combiners.shrunk_mix import ShrunkMix
 from clipfuse.combiners.static import BestSingle, MajorityVote, MaxConfidence, MeanLogits, MeanProba
@@ -37,13 +38,14 @@ _REGISTRY: dict[str, type[Combiner]] = {
         SubsetNLC,
         ShrunkMix,
         SemiShrunkMix,
+        SafeMix,
     )
 }
 
 
 # The method `clipfuse fit` uses without --method and `evaluate --methods recommended` runs
 # (why: README "Fusion that beats the best backbone"; figures: BENCHMARKS.md "Fusion").
-RECOMMENDED = "shrunk_mix"
+RECOMMENDED = "safe_mix"
 
 
 def list_combiners(pattern: str = "*") -> list[str]:
