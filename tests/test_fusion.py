@@ -117,6 +117,8 @@ def test_evaluate_recommended_reports_reference_gap_and_unlabelled(fusion_bed, t
     assert set(rows) == {"safe_mix", "semi_mix"}
     assert rows["semi_mix"]["unlabelled"] == 190 and rows["safe_mix"]["unlabelled"] is None
     assert all(r["gain_vs_reference_points"] is not None for r in rows.values())
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert all("choice" in r["info"] for r in records if r["method"] == "safe_mix")
     md = (out / "results.md").read_text()
     assert "vs reference (pts)" in md and "oracle gap captured (%)" in md
 
@@ -144,3 +146,14 @@ def test_safe_mix_picks_the_single_backbone_when_the_others_are_noise() -> None:
     safe = make_combiner("safe_mix").fit(None, torch.cat([good[None], noise]), y)
     assert safe.choice_ == "single" and safe.single_wins_ == 5
     assert safe.weights_[1:].abs().sum() == 0
+
+
+def test_fit_notes_record_fallback_and_choice(data) -> None:
+    from clipfuse.evaluation.protocol import fit_notes
+
+    train, _ = data
+    semi = make_combiner("semi_mix").fit(None, train.logits, train.y)
+    assert "no unlabelled rows" in fit_notes(semi)["fallback"]
+    safe = make_combiner("safe_mix").fit(None, train.logits, train.y)
+    assert fit_notes(safe)["choice"] == safe.choice_ and "fallback" not in fit_notes(safe)
+    assert fit_notes(make_combiner("mean_logits").fit(None, train.logits, train.y)) == {}

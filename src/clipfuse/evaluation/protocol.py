@@ -43,3 +43,14 @@ def add_reference_columns(rows: list[dict[str, Any]], reference: float, oracle: 
         gain = row["top1_mean"] - ref
         row["gain_vs_reference_points"] = gain
         row["oracle_gap_share_pct"] = 100 * gain / (orc - ref) if orc > ref else None
+
+
+def fit_notes(combiner) -> dict[str, Any]:
+    """What a fitted combiner decided that a results table must show: a fallback it took
+    (e.g. no unlabelled rows, too few labels for cross-validation) and the safety rule's choice."""
+    notes: dict[str, Any] = {}
+    for attr in ("fallback_", "choice_", "cv_nll_fusion_", "cv_nll_single_"):
+        value = getattr(combiner, attr, None)
+        if value is not None:
+            notes[attr.rstrip("_")] = value
+    return notes

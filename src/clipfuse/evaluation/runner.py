@@ -23,7 +23,7 @@ from clipfuse.combiners.registry import RECOMMENDED
 from clipfuse.errors import FitError
 from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.metrics import topk_accuracy
-from clipfuse.evaluation.protocol import add_reference_columns, fit_inputs
+from clipfuse.evaluation.protocol import add_reference_columns, fit_inputs, fit_notes
 from clipfuse.logits.bundle import ViewBundle
 
 PREDICT_CHUNK = 4096
@@ -337,6 +337,7 @@ def evaluate_methods(
                 )
                 info.update(_cost_info(combiner, test))
                 info.update(fit_info)
+                info.update(fit_notes(combiner))  # fallbacks and safety-rule choices, recorded
                 if method == "nlc" and "nlc" not in result.temperatures:
                     result.temperatures["nlc"] = combiner.predict_temperatures(test.features).cpu()
                 result.records.append(
