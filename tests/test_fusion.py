@@ -92,6 +92,12 @@ def test_fit_defaults_to_recommended_and_semi_records_unlabelled(fusion_bed, tmp
     assert main(["fit", *common, "--out", str(tmp_path / "rec.safetensors")]) == 0
     rec = SavedEnsemble.load(tmp_path / "rec.safetensors")
     assert rec.combiner.name == RECOMMENDED
+    from clipfuse.ensemble.predict import predict_images
+
+    one = sorted((fusion_bed.folder / "test").rglob("*.jpg"))[0]  # inductive: a single new image
+    predictions, failures = predict_images(rec, [str(one)], num_workers=0, progress=False)
+    assert not failures and len(predictions) == 1
+    assert predictions[0]["label"] in rec.classnames
     out = tmp_path / "semi.safetensors"
     assert main(["fit", *common, "--method", "semi_mix", "--out", str(out)]) == 0
     semi = SavedEnsemble.load(out)
