@@ -163,3 +163,15 @@ def test_fit_notes_record_fallback_and_choice(data) -> None:
     safe = make_combiner("safe_mix").fit(None, train.logits, train.y)
     assert fit_notes(safe)["choice"] == safe.choice_ and "fallback" not in fit_notes(safe)
     assert fit_notes(make_combiner("mean_logits").fit(None, train.logits, train.y)) == {}
+
+
+def test_caruana_starts_from_the_best_backbone_and_counts_additions() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(5).repeat(4)
+    good = torch.nn.functional.one_hot(y, 5).float() * 3 + torch.randn(20, 5, generator=g)
+    z = torch.stack(
+        [torch.randn(20, 5, generator=g) * 3, good, good + torch.randn(20, 5, generator=g)]
+    )
+    car = make_combiner("caruana", rounds=6).fit(None, z, y)
+    assert int(car.counts_.sum()) == 6 and car.counts_[1] >= 1 and car.counts_[0] == 0
+    assert torch.allclose(car.weights_.sum(), torch.tensor(1.0))

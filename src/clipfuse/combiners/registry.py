@@ -11,6 +11,7 @@ from clipfuse.cascade.cascade import Cascade
 from clipfuse.cascade.subset import SubsetNLC
 from clipfuse.combiners.base import Combiner
 from clipfuse.combiners.calibration import CalibratedMean
+from clipfuse.combiners.caruana import CaruanaSelection
 from clipfuse.combiners.moe import MixtureOfExperts
 from clipfuse.combiners.nlc import NLC
 from clipfuse.combiners.safe import SafeMix
@@ -39,6 +40,7 @@ _REGISTRY: dict[str, type[Combiner]] = {
         ShrunkMix,
         SemiShrunkMix,
         SafeMix,
+        CaruanaSelection,
     )
 }
 

@@ -194,7 +194,7 @@ METHOD_GROUPS = {
     ],
     "compute": ["cascade", "subset_nlc"],
     "recommended": [RECOMMENDED],  # the default of `clipfuse fit` (issue 11)
-    "fusion": ["shrunk_mix", "semi_mix", "safe_mix"],
+    "fusion": ["shrunk_mix", "semi_mix", "safe_mix", "caruana"],
 }
 
 
