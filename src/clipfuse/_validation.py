@@ -56,8 +56,11 @@ def check_labels(
     *,
     error: type[ClipfuseError] = FitError,
     flatten: bool = False,
+    unlabelled: bool = False,
 ) -> torch.Tensor:
-    """``y`` as ``(n,)`` int64 class indices (in ``[0, num_classes)`` when given)."""
+    """``y`` as ``(n,)`` int64 class indices (in ``[0, num_classes)`` when given); with
+    ``unlabelled``, ``-1`` marks a row without a label (scikit-learn's semi-supervised
+    convention) and at least one row must be labelled."""
     labels = to_tensor(y)
     if flatten:
         labels = labels.reshape(-1)
@@ -70,7 +73,13 @@ def check_labels(
     labels = labels.to(torch.int64)
     if num_classes is not None and n:
         lo, hi = int(labels.min()), int(labels.max())
-        if lo < 0 or hi >= num_classes:
+        if lo == -1 and not unlabelled:
+            raise error(
+                "labels hold -1 (unlabelled rows); only combiners with uses_unlabelled accept them"
+            )
+        if unlabelled and not bool((labels >= 0).any()):
+            raise error("every label is -1: at least one labelled row per class is needed")
+        if lo < (-1 if unlabelled else 0) or hi >= num_classes:
             raise error(f"labels must lie in [0, {num_classes}); got values from {lo} to {hi}")
     return labels
 

@@ -102,6 +102,7 @@ def cmd_evaluate(args) -> int:
 
 @command("fit")
 def cmd_fit(args) -> int:
+    from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.data.holdout import parse_budgets
     from clipfuse.ensemble import fit_ensemble
 
@@ -112,18 +113,18 @@ def cmd_fit(args) -> int:
     train = open_view(args, store, args.train_split)
     ensemble = fit_ensemble(
         train,
-        args.method,
+        args.method or RECOMMENDED,
         shots=shots,
         fraction=fraction,
         seed=args.seed,
-        params=_method_params(args).get(args.method, {}),
+        params=_method_params(args).get(args.method or RECOMMENDED, {}),
         clamp=args.clamp_shots,
         device=args.device,
     )
     path = ensemble.save(args.out)
     t = ensemble.training
     print(
-        f"fitted {args.method} on {t['num_labels']} labels ({t['budget']}, seed {args.seed}) of {train.view}; "
+        f"fitted {ensemble.combiner.name} on {t['num_labels']} labels ({t['budget']}, seed {args.seed}) of {train.view}; "
         f"saved {path}"
     )
     return 0
@@ -221,7 +222,9 @@ def add_parsers(sub) -> None:
     )
     _add_fusion_data(p)
     p.add_argument("--train-split", required=True)
-    p.add_argument("--method", default="nlc")
+    p.add_argument(
+        "--method", default=None, help="combiner name (default: the recommended one, safe_mix)"
+    )
     p.add_argument("--shots", default=None)
     p.add_argument("--fraction", default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -45,6 +45,7 @@ class Combiner:
     supports_staged: ClassVar[bool] = False  # run_staged / predict_with_cost (cascades)
     selects_backbones: ClassVar[bool] = False  # fit picks a subset (see required_backbones)
     nested_params: ClassVar[dict[str, str]] = {}  # get/set_params prefix -> its params dict
+    uses_unlabelled: ClassVar[bool] = False  # True: fit accepts y == -1 rows (unlabelled images)
 
     def __init__(self, *, device: str = "cpu") -> None:
         self.device = device
@@ -105,7 +106,7 @@ class Combiner:
         """Check shapes (against the fitted ones after fit) and move inputs to the device."""
         b, n, c = check_logits(logits)
         if y is not None:
-            check_labels(y, n, c)
+            check_labels(y, n, c, unlabelled=self.uses_unlabelled)
         if self.is_fitted:
             if b != self.num_backbones_ or c != self.num_classes_:
                 raise FitError(
@@ -145,7 +146,7 @@ class Combiner:
     def _check_class_counts(self, y: torch.Tensor, c: int) -> None:
         if self.min_per_class < 1:
             return
-        counts = torch.bincount(y, minlength=c)
+        counts = torch.bincount(y[y >= 0], minlength=c)
         short = torch.nonzero(counts < self.min_per_class).flatten().tolist()
         if short:
             shown = ", ".join(map(str, short[:5])) + (" ..." if len(short) > 5 else "")
@@ -173,6 +174,11 @@ class Combiner:
     def chosen_backbone(self) -> int | None:
         """The single backbone a selection method picked on its hold-out (None: it fuses)."""
         return None
+
+    def fit_notes(self) -> dict[str, Any]:
+        """What fit decided that a results table must show (a fallback it took, a safety
+        rule's choice); recorded per run by ``evaluate``. Nothing by default."""
+        return {}
 
     def fit(self, features: FeaturesLike, logits: ArrayLike, y: ArrayLike) -> Combiner:
         """Learn from a labelled hold-out (never the test split); returns ``self``."""

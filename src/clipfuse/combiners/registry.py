@@ -34,7 +34,15 @@ COMBINER_MODULES: tuple[str, ...] = (
     "clipfuse.heads.stack",
     "clipfuse.cascade.cascade",
     "clipfuse.cascade.subset",
+    "clipfuse.combiners.shrunk_mix",
+    "clipfuse.combiners.semi",
+    "clipfuse.combiners.safe",
+    "clipfuse.combiners.caruana",
 )
+
+# The method `clipfuse fit` uses without --method and `evaluate --methods recommended` runs
+# (why: README "Fusion that beats the best backbone"; figures: BENCHMARKS.md "Fusion").
+RECOMMENDED = "safe_mix"
 
 _REGISTRY: dict[str, type[Combiner]] = {}
 _GROUPS: dict[str, list[str]] = {}

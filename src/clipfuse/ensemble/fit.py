@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from clipfuse.combiners._compose import build_combiner
+from clipfuse.combiners._compose import build_combiner, fit_inputs
+from clipfuse.combiners.registry import RECOMMENDED
 from clipfuse.ensemble.saved import SavedEnsemble
 from clipfuse.logits.bundle import ViewBundle
 
 
 def fit_ensemble(
     train: ViewBundle,
-    method: str = "nlc",
+    method: str | None = None,
     *,
     shots: int | None = None,
     fraction: float | None = None,
@@ -21,9 +22,14 @@ def fit_ensemble(
     device: str = "cpu",
 ) -> SavedEnsemble:
     """Draw the hold-out (``shots`` per class or a ``fraction``) from ``train``, fit ``method``
-    on it and return the ensemble ready to ``save`` -- what ``clipfuse fit`` does."""
+    on it and return the ensemble ready to ``save`` -- what ``clipfuse fit`` does. Without a
+    ``method``, the recommended one (``RECOMMENDED``); a combiner that can use unlabelled images
+    also gets the rest of ``train`` without labels (recorded as ``training["unlabelled"]``)."""
+    method = method or RECOMMENDED
     hold = train.holdout(shots, fraction=fraction, seed=seed, clamp=clamp)
     combiner = build_combiner(method, params, seed=seed, gflops=train.gflops, device=device)
-    combiner.fit(*hold.fusion_inputs())
+    *fit_args, info = fit_inputs(combiner, train, hold)  # + unlabelled train rows if it can
+    combiner.fit(*fit_args)
     ensemble = SavedEnsemble.from_fitted(combiner, train, draw=hold.draw)
+    ensemble.training.update(info)  # "unlabelled": train rows given without their labels
     return ensemble

@@ -19,11 +19,12 @@ from tqdm import tqdm
 
 from clipfuse.cascade.costs import cost_info
 from clipfuse.combiners import BestSingle, oracle_accuracy
-from clipfuse.combiners._compose import build_combiner
+from clipfuse.combiners._compose import build_combiner, fit_inputs
 from clipfuse.combiners.registry import expand_methods, list_combiners
 from clipfuse.data.holdout import HoldoutDraw
 from clipfuse.errors import FitError
 from clipfuse.evaluation.metrics import topk_accuracy
+from clipfuse.evaluation.protocol import add_reference_columns
 from clipfuse.logits.bundle import ViewBundle
 
 PREDICT_CHUNK = 4096
@@ -105,7 +106,10 @@ class EvaluationResult:
             for key in ("gflops_per_image", "backbones_per_image"):  # cascades and subsets
                 values = [r.info[key] for r in recs if key in r.info]
                 row[key] = float(np.mean(values)) if values else None
+            unl = [r.info["unlabelled"] for r in recs if "unlabelled" in r.info]
+            row["unlabelled"] = int(np.mean(unl)) if unl else None  # train rows given as y = -1
             rows.append(row)
+        add_reference_columns(rows, self.singles[best_test], self.oracle)
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,8 +270,9 @@ def evaluate_methods(
                 combiner = build_combiner(
                     method, method_params.get(method), seed=seed, gflops=train.gflops, device=device
                 )  # cascades/subsets get the store's GFLOPs
+                *fit_args, fit_info = fit_inputs(combiner, train, hold)
                 t0 = time.perf_counter()
-                combiner.fit(hold.features, hold.logits, hold.labels)
+                combiner.fit(*fit_args)
                 fit_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 top1 = combiner.score(test.features, test.logits, test.labels)
@@ -275,6 +280,8 @@ def evaluate_methods(
                 chosen_b = combiner.chosen_backbone()
                 info = {} if chosen_b is None else {"chosen": test.names[chosen_b]}
                 info.update(_cost_info(combiner, test))
+                info.update(fit_info)
+                info.update(combiner.fit_notes())  # fallbacks and safety-rule choices, recorded
                 if method == "nlc" and "nlc" not in result.temperatures:
                     result.temperatures["nlc"] = combiner.predict_temperatures(test.features).cpu()
                 result.records.append(
@@ -303,8 +310,11 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
     costs = any(r.get("gflops_per_image") is not None for r in rows)
+    ref = any(r.get("gain_vs_reference_points") is not None for r in rows)
     header = "| method | budget | labels | seeds | top-1 (%) | gain (pts) | gain (rel %) | worst Δ (pts) | fit (s) | predict (s) |"
-    lines = [header + (" GFLOPs/img |" if costs else ""), "|---" * (10 + costs) + "|"]
+    header += " GFLOPs/img |" if costs else ""
+    header += " vs reference (pts) | oracle gap captured (%) | unlabelled |" if ref else ""
+    lines = [header, "|---" * (10 + costs + 3 * ref) + "|"]
     for r in rows:
         acc = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["n_seeds"] > 1 else "")
         line = (
@@ -312,5 +322,11 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
             f"{num(r['gain_points'], '{:+.2f}')} | {num(r['gain_relative_pct'], '{:+.2f}')} | "
             f"{num(r['worst_delta_points'], '{:+.2f}')} | {num(r['fit_s'], '{:.3f}')} | {num(r['predict_s'], '{:.3f}')} |"
         )
-        lines.append(line + (f" {num(r.get('gflops_per_image'), '{:.4f}')} |" if costs else ""))
+        line += f" {num(r.get('gflops_per_image'), '{:.4f}')} |" if costs else ""
+        if ref:
+            line += (
+                f" {num(r.get('gain_vs_reference_points'), '{:+.2f}')} |"
+                f" {num(r.get('oracle_gap_share_pct'), '{:+.1f}')} | {r.get('unlabelled') or ''} |"
+            )
+        lines.append(line)
     return "\n".join(lines)
