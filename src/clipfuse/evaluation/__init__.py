@@ -2,7 +2,8 @@
 
 from clipfuse.data.holdout import HoldoutDraw, draw_holdout, parse_budgets
 from clipfuse.evaluation.outputs import write_results
-from clipfuse.evaluation.runner import EvaluationResult, RunRecord, evaluate_methods
+from clipfuse.evaluation.records import EvaluationResult, RunRecord
+from clipfuse.evaluation.runner import evaluate_methods
 
 __all__ = [
     "EvaluationResult",

@@ -9,7 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from clipfuse.evaluation.runner import EvaluationResult, format_markdown
+from clipfuse.evaluation.records import EvaluationResult
+from clipfuse.evaluation.tables import format_markdown
 from clipfuse.paths import ensure_dir
 from clipfuse.reports.results import save_evaluation, save_temperatures
 

@@ -1,0 +1,162 @@
+"""What an evaluation run produced: one record per fitted method and draw, and the result
+object that turns them into table rows (mean ± std, gains, worst seed, reference columns)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from clipfuse.data.holdout import HoldoutDraw
+from clipfuse.evaluation.protocol import add_reference_columns
+
+
+@dataclass
+class RunRecord:
+    """One fitted method on one hold-out draw, scored on test: top-1, the hold-out-chosen
+    single backbone it is compared with, fit/predict seconds and method-specific ``info``
+    (the chosen backbone, compute per image)."""
+
+    method: str
+    budget: str
+    seed: int
+    num_labels: int
+    top1: float
+    baseline: str  # the hold-out-chosen single backbone for this draw
+    baseline_top1: float
+    fit_s: float
+    predict_s: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluationResult:
+    """Everything ``evaluate_methods`` measured on one dataset: per-backbone zero-shot top-1
+    (``singles``), the ``oracle`` upper bound, one ``RunRecord`` per (method, budget, seed), the
+    hashed hold-out ``draws`` and the run ``config``. ``summary()`` gives the table rows (mean,
+    std, gains against the hold-out-chosen backbone, worst seed); ``write_results`` saves it."""
+
+    dataset: str
+    train_view: str
+    test_view: str
+    backbones: list[str]
+    singles: dict[str, float]  # test top-1 per backbone (no labels used)
+    oracle: float
+    records: list[RunRecord]
+    draws: list[HoldoutDraw]
+    config: dict[str, Any]
+    temperatures: dict[str, torch.Tensor] = field(default_factory=dict)  # NLC on test, first draw
+    test_labels: torch.Tensor | None = None
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per single backbone, per (method, budget), plus reference and oracle rows."""
+        rows: list[dict[str, Any]] = []
+        for name, acc in self.singles.items():
+            rows.append(_row(self.dataset, name, "zero-shot", 0, [acc], None, kind="single"))
+        best_test = max(self.singles, key=self.singles.get)
+        rows.append(
+            _row(
+                self.dataset,
+                f"best single on test ({best_test}; reference only)",
+                "-",
+                0,
+                [self.singles[best_test]],
+                None,
+                kind="reference",
+            )
+        )
+        rows.append(
+            _row(self.dataset, "oracle (upper bound)", "-", 0, [self.oracle], None, kind="oracle")
+        )
+        groups: dict[tuple[str, str], list[RunRecord]] = {}
+        for r in self.records:
+            groups.setdefault((r.method, r.budget), []).append(r)
+        for (method, budget), recs in groups.items():
+            row = _row(
+                self.dataset,
+                method,
+                budget,
+                recs[0].num_labels,
+                [r.top1 for r in recs],
+                [r.baseline_top1 for r in recs],
+                kind="method",
+                fit_s=float(np.mean([r.fit_s for r in recs])),
+                predict_s=float(np.mean([r.predict_s for r in recs])),
+                seeds=[r.seed for r in recs],
+            )
+            for key in ("gflops_per_image", "backbones_per_image"):  # cascades and subsets
+                values = [r.info[key] for r in recs if key in r.info]
+                row[key] = float(np.mean(values)) if values else None
+            unl = [r.info["unlabelled"] for r in recs if "unlabelled" in r.info]
+            row["unlabelled"] = int(np.mean(unl)) if unl else None  # train rows given as y = -1
+            rows.append(row)
+        add_reference_columns(rows, self.singles[best_test], self.oracle)
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "train_view": self.train_view,
+            "test_view": self.test_view,
+            "backbones": self.backbones,
+            "singles": self.singles,
+            "oracle": self.oracle,
+            "summary": self.summary(),
+            "records": [asdict(r) for r in self.records],
+            "holdouts": [
+                {
+                    "budget": d.budget,
+                    "seed": d.seed,
+                    "num_labels": d.num_labels,
+                    "content_sha256": d.content_hash,
+                    "clamped_classes": d.clamped_classes,
+                }
+                for d in self.draws
+            ],
+            "config": self.config,
+        }
+
+
+MIN_RELATIVE_BASELINE = 0.01  # relative gains only against a baseline of >= 1 % top-1 on every seed
+
+
+def _row(
+    dataset,
+    method,
+    budget,
+    labels,
+    accs,
+    baselines,
+    *,
+    kind,
+    fit_s=None,
+    predict_s=None,
+    seeds=None,
+):
+    accs_a = np.asarray(accs, dtype=float)
+    row = {
+        "dataset": dataset,
+        "method": method,
+        "kind": kind,
+        "budget": budget,
+        "labels": labels,
+        "n_seeds": len(accs) if kind == "method" else 0,
+        "seeds": seeds or [],
+        "top1_mean": 100 * float(accs_a.mean()),
+        "top1_std": 100 * float(accs_a.std(ddof=1)) if len(accs) > 1 else 0.0,
+        "gain_points": None,
+        "gain_relative_pct": None,
+        "worst_delta_points": None,
+        "fit_s": fit_s,
+        "predict_s": predict_s,
+    }
+    if baselines is not None:
+        base = np.asarray(baselines, dtype=float)
+        delta = accs_a - base
+        row["gain_points"] = 100 * float(delta.mean())
+        if base.min() >= MIN_RELATIVE_BASELINE:  # else a ratio to ~0: huge, meaningless
+            row["gain_relative_pct"] = 100 * float(np.mean(delta / base))
+        row["worst_delta_points"] = 100 * float(delta.min())
+    return row
