@@ -87,12 +87,10 @@ def cmd_extract(args) -> int:
 @command("zeroshot")
 def cmd_zeroshot(args) -> int:
     from clipfuse.evaluation.zeroshot_eval import zeroshot_table
-    from clipfuse.logits import load_bundle, resolve_view
+    from clipfuse.logits.views import bundle_for
 
     dataset = open_data(args)
-    store = existing_store(args.store)
-    view = resolve_view(store, dataset)
-    bundle = load_bundle(store, view, classnames=dataset.classnames, templates=dataset.templates)
+    bundle = bundle_for(existing_store(args.store), dataset)
     rows = zeroshot_table(bundle)
     if args.predictions or args.logits:
         from clipfuse.evaluation.per_sample import write_per_sample
@@ -102,12 +100,12 @@ def cmd_zeroshot(args) -> int:
     if args.json:
         print(
             json.dumps(
-                {"view": view, "dataset": dataset.name, "split": dataset.split, "results": rows},
+                {"view": bundle.view, "dataset": dataset.name, "split": dataset.split, "results": rows},
                 indent=1,
             )
         )
     else:
-        print(f"zero-shot on {view} ({rows[0]['n']} images, {len(dataset.classnames)} classes)")
+        print(f"zero-shot on {bundle.view} ({rows[0]['n']} images, {len(dataset.classnames)} classes)")
         print_table(rows, ["backbone", "top1", "top5", "mean_per_class_recall"])
     return 0
 
