@@ -26,8 +26,60 @@ def data():
 
 
 def test_recommended_is_registered_and_the_recommended_group() -> None:
-    assert expand_methods(["recommended"]) == [RECOMMENDED] == ["safe_mix"]
-    assert make_combiner(RECOMMENDED).uses_unlabelled is False
+    assert expand_methods(["recommended"]) == [RECOMMENDED] == ["safe_conf_mix"]
+    assert make_combiner(RECOMMENDED).uses_unlabelled is True  # its prior reads unlabelled images
+
+
+def _confidence_world(seed: int = 0):
+    """3 backbones: 0 is sharp and right, 1 and 2 are flat (low confidence) and noisy."""
+    gen = torch.Generator().manual_seed(seed)
+    n, c = 400, 5
+    y = torch.randint(0, c, (n,), generator=gen)
+    good = 4.0 * torch.nn.functional.one_hot(y, c).float() + torch.randn(n, c, generator=gen)
+    flat = [0.3 * torch.randn(n, c, generator=gen) for _ in range(2)]
+    return torch.stack([good, *flat]), y
+
+
+def test_confidence_prior_finds_the_confident_backbone_without_labels() -> None:
+    z, y = _confidence_world()
+    unlabelled = torch.full_like(y, -1)
+    one_each = torch.stack([torch.nonzero(y == k)[0, 0] for k in range(5)])
+    unlabelled[one_each] = y[one_each]  # five labels only; the prior comes from all 400 images
+    mix = make_combiner("conf_mix").fit(None, z, unlabelled)
+    assert int(mix.prior_.argmax()) == 0 and float(mix.prior_[0]) > 0.9
+    assert mix.num_prior_images_ == 400 and mix.note_ is None
+    assert float(mix.mean_confidence_[0]) > float(mix.mean_confidence_[1:].max())
+    assert mix.fit_notes()["prior"][0] > 0.9
+    few = make_combiner("conf_mix").fit(None, z[:, one_each], y[one_each])
+    assert "only 5 images" in few.fit_notes()["note"]  # recorded, never silent
+    # with many labels and no pull, the mix is free to leave the prior
+    free = make_combiner("conf_mix", shrinkage=0.0, tau=10.0).fit(None, z, y)
+    assert float(free.mix_[0]) > 0.9
+
+
+def test_conf_weighted_is_per_image_and_label_free() -> None:
+    z, y = _confidence_world(1)
+    comb = make_combiner("conf_weighted").fit(None, z, y)
+    fused = comb.predict_logits(None, z)
+    p = torch.softmax(z, -1).amax(-1)  # (B, N)
+    w = p / p.sum(0)
+    assert torch.allclose(fused, (w.unsqueeze(-1) * z).sum(0), atol=1e-5)
+    assert torch.allclose(comb.predict_logits(None, z[:, :1]), fused[:1], atol=1e-5)
+    with pytest.raises(FitError, match="power must be > 0"):
+        make_combiner("conf_weighted", power=0.0).fit(None, z, y)
+
+
+def test_safe_conf_mix_records_prior_and_choice(data) -> None:
+    train, test = data
+    z = torch.cat([train.logits, test.logits], 1)
+    y = torch.cat([train.y, torch.full_like(test.y, -1)])
+    safe = make_combiner("safe_conf_mix").fit(None, z, y)
+    notes = safe.fit_notes()
+    assert notes["choice"] in ("fusion", "single") and len(notes["prior"]) == 3
+    assert safe.num_prior_images_ == z.shape[1]
+    rebuilt = type(safe).from_state(safe.config(), safe.state_dict())
+    assert torch.equal(rebuilt.predict(None, test.logits), safe.predict(None, test.logits))
+    assert rebuilt.fit_notes() == notes
 
 
 def test_shrunk_mix_goes_from_the_mean_to_free_weights(data) -> None:
@@ -120,11 +172,15 @@ def test_evaluate_recommended_reports_reference_gap_and_unlabelled(fusion_bed, t
         for r in json.loads((out / "results.json").read_text())["summary"]
         if r["kind"] == "method"
     }
-    assert set(rows) == {"safe_mix", "semi_mix"}
-    assert rows["semi_mix"]["unlabelled"] == 190 and rows["safe_mix"]["unlabelled"] is None
+    assert set(rows) == {"safe_conf_mix", "semi_mix"}
+    assert rows["semi_mix"]["unlabelled"] == rows["safe_conf_mix"]["unlabelled"] == 190
     assert all(r["gain_vs_reference_points"] is not None for r in rows.values())
     records = json.loads((out / "results.json").read_text())["records"]
-    assert all("choice" in r["info"] for r in records if r["method"] == "safe_mix")
+    assert all(
+        "choice" in r["info"] and "prior" in r["info"]
+        for r in records
+        if r["method"] == "safe_conf_mix"
+    )
     md = (out / "results.md").read_text()
     assert "vs reference (pts)" in md and "oracle gap captured (%)" in md
 

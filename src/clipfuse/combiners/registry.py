@@ -36,13 +36,14 @@ COMBINER_MODULES: tuple[str, ...] = (
     "clipfuse.cascade.subset",
     "clipfuse.combiners.shrunk_mix",
     "clipfuse.combiners.semi",
+    "clipfuse.combiners.confidence",
     "clipfuse.combiners.safe",
     "clipfuse.combiners.caruana",
 )
 
 # The method `clipfuse fit` uses without --method and `evaluate --methods recommended` runs
 # (why: README "Fusion that beats the best backbone"; figures: BENCHMARKS.md "Fusion").
-RECOMMENDED = "safe_mix"
+RECOMMENDED = "safe_conf_mix"
 
 _REGISTRY: dict[str, type[Combiner]] = {}
 _GROUPS: dict[str, list[str]] = {}

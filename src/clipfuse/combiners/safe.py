@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from clipfuse.combiners._optim import minimise_lbfgs
+from clipfuse.combiners.confidence import ConfidenceMix
 from clipfuse.combiners.registry import register_combiner
-from clipfuse.combiners.shrunk_mix import ShrunkMix, fit_mix
+from clipfuse.combiners.shrunk_mix import ShrunkMix
 from clipfuse.errors import FitError
 
 
@@ -44,7 +45,7 @@ def fit_single(z: torch.Tensor, y: torch.Tensor, max_iter: int) -> torch.Tensor:
     return w
 
 
-@register_combiner(groups=("fusion", "recommended"))
+@register_combiner(groups=("fusion",))
 class SafeMix(ShrunkMix):
     """Shrunk mix or the best single backbone, whichever has the lower K-fold CV NLL on the hold-out.
 
@@ -91,7 +92,7 @@ class SafeMix(ShrunkMix):
             zt, yt = z[:, train], y[train]
             fold = {}
             for name, w in (
-                ("fusion", fit_mix(zt, yt, self.shrinkage, self.max_iter)[0]),
+                ("fusion", self._fit_fusion(zt, yt)[0]),
                 ("single", fit_single(zt, yt, self.max_iter)),
             ):
                 fused = torch.einsum("b,bnc->nc", w, z[:, test])
@@ -103,7 +104,8 @@ class SafeMix(ShrunkMix):
 
     def fit_notes(self) -> dict[str, Any]:
         self._check_fitted()
-        notes = {"choice": self.choice_}
+        notes = super().fit_notes()
+        notes["choice"] = self.choice_
         if self.cv_nll_fusion_ is not None:
             notes.update(cv_nll_fusion=self.cv_nll_fusion_, cv_nll_single=self.cv_nll_single_)
         if self.fallback_ is not None:
@@ -111,6 +113,10 @@ class SafeMix(ShrunkMix):
         return notes
 
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
+        self._fit_rule(z, y)
+
+    def _fit_rule(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        """The safety rule on labelled rows: CV NLL of fusion vs single, then the winner refit."""
         self.fallback_ = None
         self.cv_nll_fusion_ = self.cv_nll_single_ = None
         self.single_wins_ = 0
@@ -132,7 +138,7 @@ class SafeMix(ShrunkMix):
                 F.cross_entropy(torch.einsum("b,bnc->nc", self.weights_, z), y, reduction="sum")
             )
         else:
-            self.weights_, self.holdout_loss_ = fit_mix(z, y, self.shrinkage, self.max_iter)
+            self.weights_, self.holdout_loss_ = self._fit_fusion(z, y)
 
     def _get_fitted(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         meta, tensors = super()._get_fitted()
@@ -152,3 +158,42 @@ class SafeMix(ShrunkMix):
         self.cv_nll_single_ = meta["cv_nll_single"]
         self.single_wins_ = int(meta["single_wins"])
         self.fallback_ = meta["fallback"]
+
+
+@register_combiner(groups=("fusion", "recommended"))
+class SafeConfMix(SafeMix, ConfidenceMix):
+    """The safety rule of ``safe_mix`` around ``conf_mix`` (the shrunk mix with a confidence prior).
+
+    The prior is estimated once on every image given to ``fit`` (labels unused, so it is no leak
+    into the cross-validation folds); the rule's fusion candidate, in every fold and at the end,
+    is the mix pulled toward it. Fitted: everything of ``safe_mix`` and ``conf_mix``.
+    Recommended (``clipfuse fit`` without ``--method``): README "Fusion: the recommended method".
+    """
+
+    name = "safe_conf_mix"
+
+    def __init__(
+        self,
+        *,
+        shrinkage: float = 3.0,
+        tau: float = 0.03,
+        folds: int = 5,
+        required_wins: int = 5,
+        seed: int = 0,
+        max_iter: int = 100,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(
+            shrinkage=shrinkage,
+            folds=folds,
+            required_wins=required_wins,
+            seed=seed,
+            max_iter=max_iter,
+            device=device,
+        )
+        self.tau = tau
+
+    def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
+        self._fit_prior(z)
+        labelled = y >= 0
+        self._fit_rule(z[:, labelled], y[labelled])

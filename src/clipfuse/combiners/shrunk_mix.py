@@ -28,17 +28,23 @@ def fit_mix(
     shrinkage: float,
     max_iter: int,
     sample_weight: torch.Tensor | None = None,
+    prior: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """(weights (B,), final loss): ``w = exp(s) * softmax(a)`` minimising weighted CE + shrinkage."""
+    """(weights (B,), final loss): ``w = exp(s) * softmax(a)`` minimising weighted CE + shrinkage.
+
+    ``prior`` (B,) log proportions: the mixing logits start at it and are pulled toward it
+    (default: uniform, i.e. toward the mean of logits)."""
     b = z.shape[0]
-    a = torch.zeros(b, device=z.device, requires_grad=True)
+    centre = torch.zeros(b, device=z.device) if prior is None else prior.to(z.device)
+    a = centre.clone().requires_grad_(True)
     log_scale = torch.zeros((), device=z.device, requires_grad=True)
     sw = torch.ones(z.shape[1], device=z.device) if sample_weight is None else sample_weight
 
     def loss() -> torch.Tensor:
         w = torch.softmax(a, 0) * log_scale.clamp(-5.0, 5.0).exp()
         ce = F.cross_entropy(torch.einsum("b,bnc->nc", w, z), y, reduction="none")
-        return (ce * sw).sum() + shrinkage * (a - a.mean()).pow(2).sum()
+        d = a - centre
+        return (ce * sw).sum() + shrinkage * (d - d.mean()).pow(2).sum()
 
     final = minimise_lbfgs([a, log_scale], loss, max_iter)
     with torch.no_grad():
@@ -70,8 +76,12 @@ class ShrunkMix(Combiner):
         if not self.shrinkage >= 0:
             raise FitError(f"{self.name}: shrinkage must be >= 0; got {self.shrinkage}")
 
+    def _fit_fusion(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(weights, loss) of the mix on labelled rows; subclasses change the prior here."""
+        return fit_mix(z, y, self.shrinkage, self.max_iter)
+
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
-        self.weights_, self.holdout_loss_ = fit_mix(z, y, self.shrinkage, self.max_iter)
+        self.weights_, self.holdout_loss_ = self._fit_fusion(z, y)
 
     @property
     def mix_(self) -> torch.Tensor:
