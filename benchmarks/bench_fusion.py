@@ -4,15 +4,17 @@ Protocols (zoo backbones, CIFAR-10 and Fashion-MNIST):
 - ``--protocol demo`` (the TUNING set, where every choice was made): hold-outs from the shipped
   500 demo train images (the rest of them unlabelled), evaluation on the 2,000 demo test images;
   seeds 0-4.
-- ``--protocol final`` (run once, after every choice was frozen): the full test split minus the
-  demo images, split deterministically (seeded permutation) into a 4,000-image pool (hold-outs
-  are drawn from it, the rest of it is given unlabelled) and 4,000 evaluation images; seeds
-  100-104.
+- ``--protocol final`` (run once per frozen set of choices): the full test split minus the demo
+  images, split deterministically (seeded permutation) into a 4,000-image pool (hold-outs are
+  drawn from it, the rest of it is given unlabelled) and 4,000 evaluation images; fresh seeds
+  200-204 (100-104 were spent by the first final run, of the previous recommended method).
 Every cell: the backbone best on the evaluation images (reference, not a method), the oracle,
-``nlc`` (paper), the recommended ``shrunk_mix`` and the ablations (``semi_mix`` = + pseudo-labels,
+``nlc`` (paper), the recommended ``safe_conf_mix`` and its ablations (``conf_mix`` = without the
+safety rule, ``safe_mix`` = uniform instead of confidence prior, ``shrunk_mix`` = neither,
+``conf_weighted`` = per-image confidence weights without labels, ``semi_mix`` = pseudo-labels,
 ``super_learner`` = no shrinkage and no separate scale, ``mean_logits`` = infinite shrinkage,
-``best_single`` = hold-out choice). ``--fit-time``: recommended fit at 1,000 classes x 9
-backbones x 1 shot (synthetic, tests/synthetic.py).
+``best_single`` = hold-out choice, ``caruana`` = greedy selection). ``--fit-time``: recommended
+fit at 1,000 classes x 9 backbones x 1 shot (synthetic, tests/synthetic.py).
 
     python benchmarks/bench_fusion.py --protocol demo --store /tmp/fusion/store
     python benchmarks/bench_fusion.py --protocol final --store /tmp/fusion/store --out results/
@@ -36,7 +38,8 @@ from _machine import describe  # noqa: E402
 from clipfuse.evaluation.runner import evaluate_methods  # noqa: E402
 
 METHODS = [
-    "best_single", "mean_logits", "super_learner", "nlc", "shrunk_mix", "semi_mix", "safe_mix"
+    "best_single", "mean_logits", "super_learner", "nlc", "caruana", "shrunk_mix", "semi_mix",
+    "safe_mix", "conf_weighted", "conf_mix", "safe_conf_mix",
 ]  # fmt: skip
 POOL, EVAL = 4000, 4000
 
@@ -92,7 +95,7 @@ def fit_time() -> None:
         num_backbones=9, num_classes=1000, feature_dims=dims, competent_margin=0.1, seed=0
     )
     train = world.sample(1, seed=0)
-    for name in ("shrunk_mix", "safe_mix"):
+    for name in ("shrunk_mix", "safe_mix", "safe_conf_mix"):
         start = time.perf_counter()
         make_combiner(name).fit(train.features, train.logits, train.y)
         print(
@@ -105,7 +108,7 @@ def main() -> None:
     parser.add_argument("--protocol", choices=("demo", "final"), default="demo")
     parser.add_argument("--store", default="clipfuse-bench-store")
     parser.add_argument("--shots", default="1,4,16")
-    parser.add_argument("--seeds", default=None, help="default: 0-4 (demo), 100-104 (final)")
+    parser.add_argument("--seeds", default=None, help="default: 0-4 (demo), 200-204 (final)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="folder for results-<dataset>.json")
@@ -119,7 +122,7 @@ def main() -> None:
     seeds = (
         [int(s) for s in args.seeds.split(",")]
         if args.seeds
-        else (list(range(5)) if args.protocol == "demo" else list(range(100, 105)))
+        else (list(range(5)) if args.protocol == "demo" else list(range(200, 205)))
     )
     budgets = [(int(k), None) for k in args.shots.split(",")]
     for name in ("cifar10", "fashion-mnist"):

@@ -51,10 +51,35 @@ def test_confidence_prior_finds_the_confident_backbone_without_labels() -> None:
     assert float(mix.mean_confidence_[0]) > float(mix.mean_confidence_[1:].max())
     assert mix.fit_notes()["prior"][0] > 0.9
     few = make_combiner("conf_mix").fit(None, z[:, one_each], y[one_each])
-    assert "only 5 images" in few.fit_notes()["note"]  # recorded, never silent
+    assert "from 5 images, 0 of them unlabelled" in few.fit_notes()["note"]  # recorded
     # with many labels and no pull, the mix is free to leave the prior
     free = make_combiner("conf_mix", shrinkage=0.0, tau=10.0).fit(None, z, y)
     assert float(free.mix_[0]) > 0.9
+
+
+def test_labels_overrule_a_confidently_wrong_backbone() -> None:
+    """The prior's known failure: a random backbone with sharp logits looks most confident.
+    Capped prior + a second start at uniform: 16 labels per class move the mix off it, and at
+    4 the safety rule falls back to the single backbone that the labels back."""
+    g = torch.Generator().manual_seed(0)
+    n, c = 600, 5
+    y = torch.randint(0, c, (n,), generator=g)
+    onehot = torch.nn.functional.one_hot(y, c).float()
+    good = 2.0 * onehot + torch.randn(n, c, generator=g)
+    z = torch.stack(
+        [good, 8.0 * torch.randn(n, c, generator=g), onehot + torch.randn(n, c, generator=g)]
+    )
+    accuracy = {}
+    for k in (4, 16):
+        rows = torch.cat([torch.nonzero(y == j)[:k, 0] for j in range(c)])
+        partly = torch.full_like(y, -1)
+        partly[rows] = y[rows]
+        for name in ("conf_mix", "safe_conf_mix"):
+            comb = make_combiner(name).fit(None, z, partly)
+            assert float(comb.prior_[1]) < 0.95  # capped: at most 20x the others' weight
+            accuracy[name, k] = float((comb.predict(None, z) == y).float().mean())
+    assert accuracy["conf_mix", 4] < 0.3 < 0.7 < accuracy["conf_mix", 16]
+    assert accuracy["safe_conf_mix", 4] > 0.75
 
 
 def test_conf_weighted_is_per_image_and_label_free() -> None:

@@ -100,12 +100,19 @@ def cmd_zeroshot(args) -> int:
     if args.json:
         print(
             json.dumps(
-                {"view": bundle.view, "dataset": dataset.name, "split": dataset.split, "results": rows},
+                {
+                    "view": bundle.view,
+                    "dataset": dataset.name,
+                    "split": dataset.split,
+                    "results": rows,
+                },
                 indent=1,
             )
         )
     else:
-        print(f"zero-shot on {bundle.view} ({rows[0]['n']} images, {len(dataset.classnames)} classes)")
+        print(
+            f"zero-shot on {bundle.view} ({rows[0]['n']} images, {len(dataset.classnames)} classes)"
+        )
         print_table(rows, ["backbone", "top1", "top5", "mean_per_class_recall"])
     return 0
 

@@ -20,6 +20,7 @@ weight; the labels and the safety rule of ``safe_conf_mix`` are the guard agains
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -69,9 +70,9 @@ class ConfidenceMix(ShrunkMix):
     else) and the labelled rows for the mix. ``tau`` is in probability units: a backbone ``tau``
     less confident on average gets 1/e of the prior weight (default 0.03; ``shrinkage`` default
     3.0; both chosen on the demo images only, BENCHMARKS.md "Fusion").
-    Fitted: ``weights_`` (B,), ``prior_`` (B,) prior
-    proportions, ``mean_confidence_`` (B,), ``num_prior_images_``, ``holdout_loss_``, ``note_``
-    (None, or why the prior is rough).
+    Fitted: ``weights_`` (B,), ``prior_`` (B,) prior proportions, ``mean_confidence_`` (B,),
+    ``num_prior_images_``, ``num_unlabelled_``, ``holdout_loss_``, ``note_`` (None, or why the
+    prior is rough: no unlabelled rows, or under 100 images).
     """
 
     name = "conf_mix"
@@ -82,34 +83,42 @@ class ConfidenceMix(ShrunkMix):
         *,
         shrinkage: float = 3.0,
         tau: float = 0.03,
+        max_prior_ratio: float = 20.0,
         max_iter: int = 100,
         device: str = "cpu",
     ) -> None:
         super().__init__(shrinkage=shrinkage, max_iter=max_iter, device=device)
         self.tau = tau
+        self.max_prior_ratio = max_prior_ratio
 
     def _validate_params(self) -> None:
         super()._validate_params()
         if not self.tau > 0:
             raise FitError(f"{self.name}: tau must be > 0; got {self.tau}")
+        if not self.max_prior_ratio >= 1:
+            raise FitError(f"{self.name}: max_prior_ratio must be >= 1; got {self.max_prior_ratio}")
 
-    def _fit_prior(self, z: torch.Tensor) -> None:
+    def _fit_prior(self, z: torch.Tensor, y: torch.Tensor) -> None:
         """Prior from all rows (labels unused); records how many images it rests on."""
         self.mean_confidence_ = mean_confidence(z)
         self.num_prior_images_ = int(z.shape[1])
+        self.num_unlabelled_ = int((y < 0).sum())
         self.note_ = None
-        if self.num_prior_images_ < FEW_IMAGES:
+        if self.num_unlabelled_ == 0 or self.num_prior_images_ < FEW_IMAGES:
             self.note_ = (
-                f"confidence prior estimated from only {self.num_prior_images_} images "
-                "(give unlabelled images of the domain for a steadier prior)"
+                f"confidence prior estimated from {self.num_prior_images_} images, "
+                f"{self.num_unlabelled_} of them unlabelled (give unlabelled images of the "
+                "domain, y = -1, for a steadier prior)"
             )
-        self.prior_ = torch.softmax(self.mean_confidence_ / self.tau, dim=0)
+        logit = self.mean_confidence_ / self.tau
+        floor = logit.max() - math.log(self.max_prior_ratio)  # labels can still move every weight
+        self.prior_ = torch.softmax(logit.clamp_min(floor), dim=0)
 
     def _fit_fusion(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
         return fit_mix(z, y, self.shrinkage, self.max_iter, prior=self.prior_.log())
 
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
-        self._fit_prior(z)
+        self._fit_prior(z, y)
         labelled = y >= 0
         super()._fit(features, z[:, labelled], y[labelled])
 
@@ -123,13 +132,18 @@ class ConfidenceMix(ShrunkMix):
 
     def _get_fitted(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         meta, tensors = super()._get_fitted()
-        meta.update(num_prior_images=self.num_prior_images_, note=self.note_)
+        meta.update(
+            num_prior_images=self.num_prior_images_,
+            num_unlabelled=self.num_unlabelled_,
+            note=self.note_,
+        )
         tensors.update(prior=self.prior_, mean_confidence=self.mean_confidence_)
         return meta, tensors
 
     def _set_fitted(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super()._set_fitted(meta, tensors)
         self.num_prior_images_ = int(meta["num_prior_images"])
+        self.num_unlabelled_ = int(meta["num_unlabelled"])
         self.note_ = meta["note"]
         self.prior_ = tensors["prior"]
         self.mean_confidence_ = tensors["mean_confidence"]

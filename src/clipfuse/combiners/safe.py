@@ -177,6 +177,7 @@ class SafeConfMix(SafeMix, ConfidenceMix):
         *,
         shrinkage: float = 3.0,
         tau: float = 0.03,
+        max_prior_ratio: float = 20.0,
         folds: int = 5,
         required_wins: int = 5,
         seed: int = 0,
@@ -192,8 +193,9 @@ class SafeConfMix(SafeMix, ConfidenceMix):
             device=device,
         )
         self.tau = tau
+        self.max_prior_ratio = max_prior_ratio
 
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
-        self._fit_prior(z)
+        self._fit_prior(z, y)
         labelled = y >= 0
         self._fit_rule(z[:, labelled], y[labelled])
