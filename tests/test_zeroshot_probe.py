@@ -99,3 +99,23 @@ def test_bad_parameters_fail_in_one_line() -> None:
         make_combiner("zs_probe_nlc", head_params={"weight_decays": []}).fit(f, z, y)
     with pytest.raises(FitError):
         make_combiner("zs_probe").fit(None, z, y)
+
+
+def test_cli_fit_saves_zs_probe_and_predict_uses_it(tmp_path_factory, tmp_path) -> None:
+    from test_evaluate import build_fusion_bed
+
+    from clipfuse.cli import main
+    from clipfuse.ensemble.predict import predict_images
+    from clipfuse.ensemble.saved import SavedEnsemble
+
+    bed = build_fusion_bed(tmp_path_factory)  # shared on-disk bed (tests/test_evaluate.py)
+    out = tmp_path / "zs.safetensors"
+    args = ["fit", *bed.data, "--train-split", "train", "--limit", "200", "--shots", "2",
+            "--method", "zs_probe", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    saved = SavedEnsemble.load(out)
+    assert saved.combiner.name == "zs_probe"
+    assert saved.combiner.fit_notes()["probe_selection"] == ["3-fold cross-validation"]
+    one = sorted((bed.folder / "test").rglob("*.jpg"))[0]  # inductive: a single new image
+    predictions, failures = predict_images(saved, [str(one)], num_workers=0, progress=False)
+    assert not failures and predictions[0]["label"] in saved.classnames
