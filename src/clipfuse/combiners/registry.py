@@ -39,6 +39,7 @@ COMBINER_MODULES: tuple[str, ...] = (
     "clipfuse.combiners.confidence",
     "clipfuse.combiners.safe",
     "clipfuse.combiners.caruana",
+    "clipfuse.heads.zeroshot_stack",
 )
 
 # The method `clipfuse fit` uses without --method and `evaluate --methods recommended` runs

@@ -44,11 +44,14 @@ def fit_logistic(
     weight_decay: float,
     init: tuple[torch.Tensor, torch.Tensor],
     max_iter: int,
+    offset: torch.Tensor | None = None,
+    penalise_bias: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(W (C, D), b (C,)) minimising mean CE + weight_decay / (2C) ||W||^2, from ``init``.
 
     L-BFGS stops after ``max_iter`` iterations or when the loss changes by < 1e-6 per step
-    (far below what moves an argmax); the bias is not penalised.
+    (far below what moves an argmax); the bias is not penalised unless ``penalise_bias``.
+    ``offset`` (N, C) is added to the logits (a residual fit on top of fixed logits).
     """
     w = init[0].detach().clone().requires_grad_(True)
     b = init[1].detach().clone().requires_grad_(True)
@@ -64,7 +67,9 @@ def fit_logistic(
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(x @ w.T + b, y) + scale * w.pow(2).sum()
+        out = x @ w.T + b if offset is None else offset + x @ w.T + b
+        penalty = w.pow(2).sum() + (b.pow(2).sum() if penalise_bias else 0.0)
+        loss = F.cross_entropy(out, y) + scale * penalty
         loss.backward()
         return loss
 
@@ -87,17 +92,44 @@ class LinearProbeHeads(HeadBank):
     def _validate(self) -> None:
         p = self.params
         if not p["weight_decays"] or min(p["weight_decays"]) <= 0:
-            raise FitError("linear heads: weight_decays must be a non-empty list of values > 0")
+            raise FitError(
+                f"{self.kind} heads: weight_decays must be a non-empty list of values > 0"
+            )
         if p["default_weight_decay"] <= 0 or p["max_iter"] < 1 or p["cv_folds"] < 2:
             raise FitError(
-                "linear heads: need default_weight_decay > 0, max_iter >= 1, cv_folds >= 2"
+                f"{self.kind} heads: need default_weight_decay > 0, max_iter >= 1, cv_folds >= 2"
             )
+
+    penalise_bias = False  # subclasses that fit a residual penalise the whole (W, b)
 
     def _init(self, x: torch.Tensor, y: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor]:
         return PROTOTYPE_SCALE * prototypes(x, y, c), torch.zeros(c, device=x.device)
 
+    def _inputs(
+        self, features: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Hook: (the features the probe sees, fixed logits it is a residual on, or None)."""
+        return features, None
+
+    def _fit(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        c: int,
+        wd: float,
+        init: tuple[torch.Tensor, torch.Tensor],
+        offset: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        max_iter = int(self.params["max_iter"])
+        return fit_logistic(x, y, c, wd, init, max_iter, offset, self.penalise_bias)
+
     def _select(
-        self, x: torch.Tensor, y: torch.Tensor, c: int, folds: torch.Tensor
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        c: int,
+        folds: torch.Tensor,
+        offset: torch.Tensor | None = None,
     ) -> tuple[float, torch.Tensor, list[dict[str, float]]]:
         """(chosen weight decay, its out-of-fold logits (N, C), the CV table)."""
         num_folds = int(folds.max()) + 1
@@ -108,10 +140,11 @@ class LinearProbeHeads(HeadBank):
             oof = torch.empty(x.shape[0], c, device=x.device)
             for k in range(num_folds):
                 train = folds != k
-                state[k] = fit_logistic(
-                    x[train], y[train], c, wd, state[k], int(self.params["max_iter"])
-                )
+                off = None if offset is None else offset[train]
+                state[k] = self._fit(x[train], y[train], c, wd, state[k], off)
                 oof[~train] = x[~train] @ state[k][0].T + state[k][1]
+            if offset is not None:
+                oof += offset
             acc = float((oof.argmax(1) == y).float().mean())
             nll = float(F.cross_entropy(oof, y))
             table.append({"weight_decay": wd, "cv_accuracy": acc, "cv_nll": nll})
@@ -121,15 +154,21 @@ class LinearProbeHeads(HeadBank):
         return best[0], best[3], table
 
     def _fit_rows(
-        self, x: torch.Tensor, y: torch.Tensor, c: int, folds: torch.Tensor | None
+        self,
+        features: torch.Tensor,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        c: int,
+        folds: torch.Tensor | None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any], torch.Tensor | None]:
+        x, offset = self._inputs(features, logits)
         if folds is None:
             wd, oof = float(self.params["default_weight_decay"]), None
             meta = {"selection": "fixed default (a class has < 2 labelled rows)"}
         else:
-            wd, oof, table = self._select(x, y, c, folds)
+            wd, oof, table = self._select(x, y, c, folds, offset)
             meta = {"selection": f"{int(folds.max()) + 1}-fold cross-validation", "cv": table}
-        w, b = fit_logistic(x, y, c, wd, self._init(x, y, c), int(self.params["max_iter"]))
+        w, b = self._fit(x, y, c, wd, self._init(x, y, c), offset)
         return {"weight": w, "bias": b}, {"weight_decay": wd, **meta}, oof
 
     def _fit_one(
@@ -138,12 +177,14 @@ class LinearProbeHeads(HeadBank):
         folds = None
         if can_crossfit(y, c):
             folds = stratified_folds(y, int(self.params["cv_folds"]), seed)
-        tensors, meta, _ = self._fit_rows(features, y, c, folds)
+        tensors, meta, _ = self._fit_rows(features, logits, y, c, folds)
         return tensors, meta
 
     def _logits_one(self, b: int, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         head = self.fitted_[b]
-        return features @ head["weight"].T + head["bias"]
+        x, offset = self._inputs(features, logits)
+        out = x @ head["weight"].T + head["bias"]
+        return out if offset is None else offset + out
 
     def fit_crossfit(
         self,
@@ -157,8 +198,8 @@ class LinearProbeHeads(HeadBank):
         """The weight-decay CV's own out-of-fold logits (same folds for every backbone)."""
         folds = stratified_folds(y, num_folds, seed)
         self.fitted_, self.meta_, oofs = [], [], []
-        for x in features:
-            tensors, meta, oof = self._fit_rows(x, y, num_classes, folds)
+        for x, z in zip(features, logits):
+            tensors, meta, oof = self._fit_rows(x, z, y, num_classes, folds)
             assert oof is not None
             self.fitted_.append(tensors)
             self.meta_.append(meta)

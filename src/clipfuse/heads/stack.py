@@ -32,9 +32,11 @@ from clipfuse.errors import FitError
 from clipfuse.heads.base import HeadBank, rows_of
 from clipfuse.heads.linear import LinearProbeHeads
 from clipfuse.heads.tip import TipAdapterFHeads, TipAdapterHeads
+from clipfuse.heads.zeroshot_probe import ZeroShotProbeHeads
 
 HEAD_KINDS: dict[str, type[HeadBank]] = {
-    cls.kind: cls for cls in (LinearProbeHeads, TipAdapterHeads, TipAdapterFHeads)
+    cls.kind: cls
+    for cls in (LinearProbeHeads, TipAdapterHeads, TipAdapterFHeads, ZeroShotProbeHeads)
 }
 PROTOCOLS = ("crossfit", "split")
 
