@@ -46,6 +46,8 @@ class Combiner:
     selects_backbones: ClassVar[bool] = False  # fit picks a subset (see required_backbones)
     nested_params: ClassVar[dict[str, str]] = {}  # get/set_params prefix -> its params dict
     uses_unlabelled: ClassVar[bool] = False  # True: fit accepts y == -1 rows (unlabelled images)
+    # True: predictions of a batch depend on the whole batch (never default; flagged in tables)
+    transductive: ClassVar[bool] = False
 
     def __init__(self, *, device: str = "cpu") -> None:
         self.device = device
@@ -225,8 +227,9 @@ class Combiner:
         check_labels(y, n, c)
         labels = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
         correct = 0
-        for start in range(0, n, SCORE_CHUNK):
-            rows = slice(start, min(n, start + SCORE_CHUNK))
+        chunk = n if self.transductive else SCORE_CHUNK  # transductive: the whole set at once
+        for start in range(0, n, chunk):
+            rows = slice(start, min(n, start + chunk))
             feats = None if features is None else [f[rows] for f in features]
             pred = self.predict(feats, logits[:, rows]).cpu()
             correct += int((pred == labels[rows].cpu()).sum())

@@ -91,6 +91,7 @@ class EvaluationResult:
                 row[key] = float(np.mean(values)) if values else None
             unl = [r.info["unlabelled"] for r in recs if "unlabelled" in r.info]
             row["unlabelled"] = int(np.mean(unl)) if unl else None  # train rows given as y = -1
+            row["transductive"] = any(r.info.get("transductive") for r in recs)
             rows.append(row)
         add_reference_columns(rows, self.singles[best_test], self.oracle)
         return rows

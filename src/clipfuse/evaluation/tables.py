@@ -21,7 +21,7 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         acc = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["n_seeds"] > 1 else "")
         line = (
-            f"| {r['method']} | {r['budget']} | {r['labels'] or ''} | {r['n_seeds'] or ''} | {acc} | "
+            f"| {r['method']}{' (transductive)' if r.get('transductive') else ''} | {r['budget']} | {r['labels'] or ''} | {r['n_seeds'] or ''} | {acc} | "
             f"{num(r['gain_points'], '{:+.2f}')} | {num(r['gain_relative_pct'], '{:+.2f}')} | "
             f"{num(r['worst_delta_points'], '{:+.2f}')} | {num(r['fit_s'], '{:.3f}')} | {num(r['predict_s'], '{:.3f}')} |"
         )
