@@ -38,6 +38,7 @@ COMBINER_MODULES: tuple[str, ...] = (
     "clipfuse.combiners.semi",
     "clipfuse.combiners.safe",
     "clipfuse.combiners.caruana",
+    "clipfuse.combiners.nlc_residual",
 )
 
 # The method `clipfuse fit` uses without --method and `evaluate --methods recommended` runs
