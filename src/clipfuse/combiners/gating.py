@@ -14,7 +14,12 @@ Why 1,000: at lr 2e-4 the synthetic test bed (tests/synthetic.py) gains clearly 
 1,000 steps and is flat from 1,000 to 3,000 (no late overfitting at 1-4 shots), and 1,000 steps
 of 256 examples fit 1,000 classes x 9 backbones (6,528 feature dims) in about 10-15 s on 2 CPU
 cores (benchmarks/bench_combiners.py). Weight decay 0.01 in Adam's L2 form (docs/method.md says
-"Adam") is the only regulariser.
+"Adam") is the default regulariser.
+
+Prediction dropout (``backbone_dropout``, arXiv 2410.04520 "post-hoc neural ensemblers"): during
+training each backbone is dropped for each example with that probability (weight 0 in the fused
+logits) and the kept weights are divided by ``1 - p``, so the expected fused scale is unchanged;
+it stops the controller leaning on one backbone. 0 (default) = off, the paper's NLC as described.
 """
 
 from __future__ import annotations
@@ -77,10 +82,12 @@ class ControllerCombiner(Combiner):
         lr: float = 2e-4,
         weight_decay: float = 0.01,
         normalize_inputs: bool = True,
+        backbone_dropout: float = 0.0,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
         super().__init__(device=device)
+        self.backbone_dropout = backbone_dropout
         self.hidden = hidden
         self.steps = steps
         self.batch_size = batch_size
@@ -95,6 +102,10 @@ class ControllerCombiner(Combiner):
                 raise FitError(f"{self.name}: {key} must be >= 1; got {getattr(self, key)}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise FitError(f"{self.name}: need lr > 0 and weight_decay >= 0")
+        if not 0.0 <= float(self.backbone_dropout) < 1.0:
+            raise FitError(
+                f"{self.name}: backbone_dropout must be in [0, 1); got {self.backbone_dropout}"
+            )
 
     # ---- subclass hooks ------------------------------------------------------------------
     def _neutral_bias(self) -> float:
@@ -102,6 +113,23 @@ class ControllerCombiner(Combiner):
 
     def _mix_weights(self, raw: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _start(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        """Fit whatever the controller starts from (before the MLP); nothing by default."""
+
+    def _penalty(self, raw: torch.Tensor) -> torch.Tensor | float:
+        """Extra training loss on the raw MLP outputs; none by default (weight decay only)."""
+        return 0.0
+
+    def _norm_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) logits as the controller fuses them; unchanged by default."""
+        return z
+
+    def _dropout_mask(self, shape: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
+        """(n, B) keep-mask / (1 - p): drops whole backbones per example, expected scale 1."""
+        p = float(self.backbone_dropout)
+        keep = torch.rand(shape, generator=gen) >= p
+        return keep.to(self.device, torch.float32) / (1.0 - p)
 
     # ---- network -------------------------------------------------------------------------
     def _build_mlp(self, in_dim: int, num_backbones: int) -> nn.Sequential:
@@ -126,8 +154,11 @@ class ControllerCombiner(Combiner):
     # ---- fit / predict -------------------------------------------------------------------
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
         assert features is not None
+        self._start(z, y)
+        z = self._norm_logits(z)
         u = controller_input(features, self.normalize_inputs)
         n = u.shape[0]
+        drop_gen = torch.Generator().manual_seed(self.seed + 1)
         self.mlp_ = self._build_mlp(u.shape[1], z.shape[0])
         opt = torch.optim.Adam(self.mlp_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         tail = max(1, int(self.steps) // 10)
@@ -139,7 +170,11 @@ class ControllerCombiner(Combiner):
             else:
                 idx = idx.to(z.device)
                 u_b, z_b, y_b = u[idx], z[:, idx], y[idx]
-            loss = F.cross_entropy(self._fuse(self._mix_weights(self.mlp_(u_b)), z_b), y_b)
+            raw = self.mlp_(u_b)
+            w = self._mix_weights(raw)
+            if self.backbone_dropout > 0:
+                w = w * self._dropout_mask(tuple(w.shape), drop_gen)
+            loss = F.cross_entropy(self._fuse(w, z_b), y_b) + self._penalty(raw)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -150,7 +185,7 @@ class ControllerCombiner(Combiner):
 
     def _predict_logits(self, features: list[torch.Tensor] | None, z: torch.Tensor) -> torch.Tensor:
         assert features is not None
-        return self._fuse(self._weights(features), z)
+        return self._fuse(self._weights(features), self._norm_logits(z))
 
     def _checked_features(self, features: list[Any]) -> list[torch.Tensor]:
         """Features alone (no logits), checked against the fitted dims and moved to device."""

@@ -44,6 +44,7 @@ class NLC(ControllerCombiner):
         normalize_inputs: bool = True,
         positivity: str = "softplus",
         eps: float = 0.01,
+        backbone_dropout: float = 0.0,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -54,6 +55,7 @@ class NLC(ControllerCombiner):
             lr=lr,
             weight_decay=weight_decay,
             normalize_inputs=normalize_inputs,
+            backbone_dropout=backbone_dropout,
             seed=seed,
             device=device,
         )

@@ -39,6 +39,7 @@ COMBINER_MODULES: tuple[str, ...] = (
     "clipfuse.combiners.confidence",
     "clipfuse.combiners.safe",
     "clipfuse.combiners.caruana",
+    "clipfuse.combiners.nlc_residual",
     "clipfuse.combiners.transductive",
     "clipfuse.heads.zeroshot_stack",
 )
