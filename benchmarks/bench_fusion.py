@@ -39,7 +39,8 @@ from clipfuse.evaluation.runner import evaluate_methods  # noqa: E402
 
 METHODS = [
     "best_single", "mean_logits", "super_learner", "nlc", "caruana", "shrunk_mix", "semi_mix",
-    "safe_mix", "conf_weighted", "conf_mix", "safe_conf_mix",
+    "safe_mix", "conf_weighted", "conf_mix", "safe_conf_mix", "nlc_residual", "zs_probe",
+    "zs_probe_nlc", "transclip",
 ]  # fmt: skip
 POOL, EVAL = 4000, 4000
 
