@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _fusion_bench import time_fits  # noqa: E402
 from _machine import describe  # noqa: E402
 
 from clipfuse.evaluation.runner import evaluate_methods  # noqa: E402
@@ -86,24 +86,6 @@ def views(protocol: str, name: str, store: str, progress: bool):
     return full.select(pool), full.select(held)
 
 
-def fit_time() -> None:
-    from synthetic import SyntheticWorld
-
-    from clipfuse.combiners import make_combiner
-
-    dims = (1024, 512, 640, 768, 1024, 512, 512, 768, 768)
-    world = SyntheticWorld(
-        num_backbones=9, num_classes=1000, feature_dims=dims, competent_margin=0.1, seed=0
-    )
-    train = world.sample(1, seed=0)
-    for name in ("shrunk_mix", "safe_mix", "safe_conf_mix"):
-        start = time.perf_counter()
-        make_combiner(name).fit(train.features, train.logits, train.y)
-        print(
-            f"fit {name} at 1,000 classes x 9 backbones x 1 shot: {time.perf_counter() - start:.2f} s"
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", choices=("demo", "final"), default="demo")
@@ -118,7 +100,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(json.dumps(describe()))
     if args.fit_time:
-        fit_time()
+        time_fits(["shrunk_mix", "safe_mix", "safe_conf_mix"])
         return
     seeds = (
         [int(s) for s in args.seeds.split(",")]

@@ -20,18 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _fusion_bench import demo_table, time_fits  # noqa: E402
 from _machine import describe  # noqa: E402
 from bench_fusion import views  # noqa: E402
 
 from clipfuse.combiners.registry import register_combiner  # noqa: E402
-from clipfuse.evaluation.runner import evaluate_methods  # noqa: E402
 from clipfuse.heads.base import HeadBank  # noqa: E402
 from clipfuse.heads.stack import HeadStack  # noqa: E402
 from clipfuse.heads.zeroshot_probe import ZeroShotProbeHeads  # noqa: E402
@@ -61,24 +60,6 @@ def _register_ablations() -> list[str]:
         register_combiner(cls)
         names.append(cls.name)
     return names
-
-
-def fit_time() -> None:
-    """Fit zs_probe / zs_probe_nlc at 1,000 classes x 9 backbones x 1 shot (bench_fusion's world)."""
-    from synthetic import SyntheticWorld
-
-    from clipfuse.combiners import make_combiner
-
-    dims = (1024, 512, 640, 768, 1024, 512, 512, 768, 768)
-    world = SyntheticWorld(
-        num_backbones=9, num_classes=1000, feature_dims=dims, competent_margin=0.1, seed=0
-    )
-    train = world.sample(1, seed=0)
-    for name in ("zs_probe", "zs_probe_nlc"):
-        start = time.perf_counter()
-        make_combiner(name).fit(train.features, train.logits, train.y)
-        elapsed = time.perf_counter() - start
-        print(f"fit {name} at 1,000 classes x 9 backbones x 1 shot: {elapsed:.2f} s", flush=True)
 
 
 def per_backbone(store: str, shots: list[int], seeds: list[int]) -> None:
@@ -115,7 +96,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(json.dumps(describe()))
     if args.fit_time:
-        fit_time()
+        time_fits(["zs_probe", "zs_probe_nlc"])
         return
     if args.per_backbone:
         shots = [int(k) for k in args.shots.split(",")]
@@ -123,21 +104,8 @@ def main() -> None:
         return
     ablations = _register_ablations()
     methods = args.methods.split(",") if args.methods else ["zs_probe", *ablations]
-    budgets = [(int(k), None) for k in args.shots.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    for name in ("cifar10", "fashion-mnist"):
-        pool, held = views("demo", name, args.store, progress=True)
-        result = evaluate_methods(pool, held, methods, budgets, seeds, dataset=name, progress=True)
-        ref = max(result.singles.values())
-        print(f"\n## {name} (demo): reference {100 * ref:.2f}, oracle {100 * result.oracle:.2f}")
-        print("| method | shots | mean vs ref | worst seed vs ref |")
-        print("|---|---|---|---|")
-        cells: dict[tuple[str, object], list[float]] = {}
-        for r in result.records:
-            cells.setdefault((r.method, r.budget), []).append(r.top1)
-        for (method, budget), top1 in cells.items():
-            mean = 100 * (sum(top1) / len(top1) - ref)
-            print(f"| {method} | {budget} | {mean:+.2f} | {100 * (min(top1) - ref):+.2f} |")
+    shots = [int(k) for k in args.shots.split(",")]
+    demo_table(args.store, methods, shots, [int(s) for s in args.seeds.split(",")])
 
 
 if __name__ == "__main__":

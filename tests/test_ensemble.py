@@ -10,9 +10,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from beds import CORE_METHODS, build_fusion_bed, fit_cli, run_cli
 from conftest import CIFAR10_CLASSES, class_members, write_folder
 from safetensors.torch import load_file, safe_open
-from test_evaluate import CORE_METHODS, FAST, build_fusion_bed, run_cli
 
 from clipfuse.cli import main
 from clipfuse.combiners import make_combiner
@@ -33,12 +33,6 @@ def fusion_bed(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundles(fusion_bed):
     return fusion_bed.bundles()
-
-
-def fit_cli(bed, method: str, out, seed: int = 0) -> int:
-    args = ["fit", *bed.data, "--train-split", "train", "--limit", "200", "--method", method,
-            "--shots", "1", "--seed", str(seed), "--out", str(out), *FAST]  # fmt: skip
-    return main(args)
 
 
 def fit_in_memory(train, method: str, seed: int = 0):

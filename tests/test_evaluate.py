@@ -3,7 +3,7 @@ labels changes scores, never what was fitted), the tables' statistics can be rec
 per-seed records, the baseline is the hold-out-chosen backbone, and bad input is one error line.
 
 The fusion test bed (two tiny random backbones over 200 real CIFAR-10 train and 200 test images)
-is built once per session and shared with tests/test_ensemble.py.
+is built once per session (tests/beds.py) and shared with other test modules.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import io
 import json
 import shlex
 import shutil
-import tarfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CIFAR10_CLASSES, RN_TINY, TINY_SPECS, VIT_TINY, shared_path
+from beds import CORE_METHODS, FAST, FusionBed, build_fusion_bed, run_cli
+from conftest import CIFAR10_CLASSES, RN_TINY, TINY_SPECS, VIT_TINY
 
 from clipfuse.cli import build_parser, main
 from clipfuse.combiners import list_combiners
@@ -31,90 +31,10 @@ from clipfuse.evaluation import runner
 from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.runner import evaluate_methods
 
-CORE_METHODS = [
-    "best_single",
-    "mean_logits",
-    "mean_proba",
-    "majority_vote",
-    "max_confidence",
-    "calibrated_mean",
-    "super_learner",
-    "moe",
-    "nlc",
-]
-PER_CLASS = 22  # images per class written per split; extraction keeps a balanced 200 (--limit)
-FAST = ["--param", "nlc.steps=50", "--param", "moe.steps=50"]  # fixed small training budgets
-
-
-@dataclasses.dataclass(frozen=True)
-class FusionBed:
-    folder: Path  # <folder>/{train,test}/<class>/<file>.jpg
-    store: Path  # both tiny backbones over train and test, 200 images each
-
-    @property
-    def data(self) -> list[str]:
-        return ["--data", f"imagefolder:{self.folder}", "--store", str(self.store)]
-
-    def bundles(self):
-        """(train, test) fusion inputs through the Python API, as the CLI loads them."""
-        from clipfuse.data import open_dataset
-        from clipfuse.logits import load_bundle, resolve_view
-        from clipfuse.store import FeatureStore
-
-        store = FeatureStore(self.store)
-        out = []
-        for split in ("train", "test"):
-            dataset = open_dataset(f"imagefolder:{self.folder}", split, limit=200)
-            view = resolve_view(store, dataset)
-            out.append(
-                load_bundle(store, view, classnames=dataset.classnames, templates=dataset.templates)
-            )
-        return tuple(out)
-
-
-def _copy_split(archive: Path, split: str, root: Path) -> None:
-    """The first PER_CLASS images of every class, read with tarfile (not clipfuse)."""
-    taken: dict[str, int] = defaultdict(int)
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) != 3 or taken[parts[1]] >= PER_CLASS:
-                continue
-            target = root / split / parts[1] / parts[2]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(tar.extractfile(member).read())
-            taken[parts[1]] += 1
-            if len(taken) == 10 and min(taken.values()) >= PER_CLASS:
-                break
-
-
-def build_fusion_bed(tmp_path_factory) -> FusionBed:
-    """Built once per session on disk; a later call (another module's fixture) reuses it."""
-    archives = {s: shared_path("cifar10", f"cifar10-{s}.tar.gz") for s in ("train", "test")}
-    root = tmp_path_factory.getbasetemp() / "fusion-bed"
-    bed = FusionBed(root / "cifar10", root / "store")
-    if (root / "done").is_file():
-        return bed
-    for split, archive in archives.items():
-        _copy_split(archive, split, bed.folder)
-    for split in ("train", "test"):
-        args = ["extract", "--backbone", RN_TINY, "--backbone", VIT_TINY, "--split", split,
-                "--limit", "200", *bed.data, "--quiet"]  # fmt: skip
-        assert main(args) == 0
-    (root / "done").write_text("ok")
-    return bed
-
 
 @pytest.fixture(scope="module")
 def fusion_bed(tmp_path_factory) -> FusionBed:
     return build_fusion_bed(tmp_path_factory)
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---- no test leakage ---------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def test_reference_columns() -> None:
 
 @pytest.fixture(scope="module")
 def fusion_bed(tmp_path_factory):
-    from test_evaluate import build_fusion_bed
+    from beds import build_fusion_bed
 
     return build_fusion_bed(tmp_path_factory)
 

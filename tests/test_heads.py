@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from beds import HEAD_STACK_FAST as FAST
+from beds import accuracy, class_world
 from safetensors.torch import load_file, save_file
 from synthetic import torch_threads
 
@@ -29,39 +31,11 @@ from clipfuse.heads import (
     loo_search,
 )
 
-FAST = {"inner_params": {"steps": 60}}  # NLC inner: enough to run, not to converge
-
 
 @pytest.fixture(autouse=True, scope="module")
 def _single_thread():
     with torch_threads(1):
         yield
-
-
-def class_world(shots: int, n_test: int, seed: int = 0, classes: int = 10, dims=(16, 24, 32)):
-    """(train, test), each (features B x (N, D), zero-shot logits (B, N, C), labels)."""
-    gen = torch.Generator().manual_seed(seed)
-    centres = [F.normalize(torch.randn(classes, d, generator=gen), dim=1) for d in dims]
-    text = [
-        F.normalize(m + 1.5 * torch.randn(classes, d, generator=gen) / d**0.5, dim=1)
-        for m, d in zip(centres, dims)
-    ]
-
-    def split(y: torch.Tensor):
-        feats = [
-            F.normalize(
-                m[y] + (1.0 + 0.3 * i) * torch.randn(len(y), d, generator=gen) / d**0.5, dim=1
-            )
-            for i, (m, d) in enumerate(zip(centres, dims))
-        ]
-        return feats, torch.stack([100 * f @ w.T for f, w in zip(feats, text)]), y
-
-    train = split(torch.arange(classes).repeat_interleave(shots))
-    return train, split(torch.randint(0, classes, (n_test,), generator=gen))
-
-
-def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
-    return float((pred == y).float().mean())
 
 
 @pytest.fixture(scope="module")

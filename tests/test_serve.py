@@ -24,10 +24,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from beds import FusionBed, fit_cli
 from conftest import cli_command, cli_env, write_folder
 from PIL import Image
-from test_ensemble import fit_cli
-from test_evaluate import FusionBed
 
 from clipfuse.backbones import list_backbones
 from clipfuse.cli import main

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from beds import HEAD_STACK_FAST as FAST
+from beds import accuracy, class_world
 from synthetic import torch_threads
-from test_heads import FAST, accuracy, class_world
 
 from clipfuse.combiners import combiner_from_state, make_combiner
 from clipfuse.errors import FitError
@@ -102,7 +103,7 @@ def test_bad_parameters_fail_in_one_line() -> None:
 
 
 def test_cli_fit_saves_zs_probe_and_predict_uses_it(tmp_path_factory, tmp_path) -> None:
-    from test_evaluate import build_fusion_bed
+    from beds import build_fusion_bed
 
     from clipfuse.cli import main
     from clipfuse.ensemble.predict import predict_images

@@ -1,0 +1,58 @@
+"""Shared pieces of the fusion benchmarks (bench_fusion, bench_zs_probe, bench_controllers): the
+fit-time world of issue 11's target and the demo-protocol "vs reference" table."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+# 1,000 classes x 9 backbones x 1 shot, feature widths of nine OpenAI CLIP image towers.
+FIT_TIME_DIMS = (1024, 512, 640, 768, 1024, 512, 512, 768, 768)
+
+
+def time_fits(names: list[str]) -> None:
+    """Fit each combiner once on issue 11's fit-time world and print its wall time."""
+    from synthetic import SyntheticWorld  # tests/synthetic.py
+
+    from clipfuse.combiners import make_combiner
+
+    world = SyntheticWorld(
+        num_backbones=9, num_classes=1000, feature_dims=FIT_TIME_DIMS, competent_margin=0.1, seed=0
+    )
+    train = world.sample(1, seed=0)
+    for name in names:
+        start = time.perf_counter()
+        make_combiner(name).fit(train.features, train.logits, train.y)
+        elapsed = time.perf_counter() - start
+        print(f"fit {name} at 1,000 classes x 9 backbones x 1 shot: {elapsed:.2f} s", flush=True)
+
+
+def demo_table(
+    store: str,
+    methods: list[str],
+    shots: list[int],
+    seeds: list[int],
+    method_params: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    """Mean and worst seed vs the reference, per method and budget, on the demo protocol."""
+    from bench_fusion import views
+
+    from clipfuse.evaluation.runner import evaluate_methods
+
+    budgets = [(k, None) for k in shots]
+    for name in ("cifar10", "fashion-mnist"):
+        pool, held = views("demo", name, store, progress=True)
+        result = evaluate_methods(
+            pool, held, methods, budgets, seeds, dataset=name, progress=True,
+            method_params=method_params,
+        )  # fmt: skip
+        ref = max(result.singles.values())
+        print(f"\n## {name} (demo): reference {100 * ref:.2f}, oracle {100 * result.oracle:.2f}")
+        print("| method | shots | mean vs ref | worst seed vs ref |")
+        print("|---|---|---|---|")
+        cells: dict[tuple[str, object], list[float]] = {}
+        for r in result.records:
+            cells.setdefault((r.method, r.budget), []).append(r.top1)
+        for (method, budget), top1 in cells.items():
+            mean = 100 * (sum(top1) / len(top1) - ref)
+            print(f"| {method} | {budget} | {mean:+.2f} | {100 * (min(top1) - ref):+.2f} |")
