@@ -144,9 +144,13 @@ def test_semi_mix_uses_pseudo_labels_and_records_the_fallback(data) -> None:
 
 
 def test_reference_columns() -> None:
-    rows = [{"kind": "method", "top1_mean": 55.0}, {"kind": "oracle", "top1_mean": 70.0}]
+    rows = [
+        {"kind": "method", "top1_mean": 55.0, "top1_worst": 49.5},
+        {"kind": "oracle", "top1_mean": 70.0, "top1_worst": 70.0},
+    ]
     add_reference_columns(rows, 0.50, 0.70)
     assert rows[0]["gain_vs_reference_points"] == pytest.approx(5.0)
+    assert rows[0]["worst_vs_reference_points"] == pytest.approx(-0.5)
     assert rows[0]["oracle_gap_share_pct"] == pytest.approx(25.0)
     assert "gain_vs_reference_points" not in rows[1]
 
@@ -200,6 +204,16 @@ def test_evaluate_recommended_reports_reference_gap_and_unlabelled(fusion_bed, t
     assert set(rows) == {"safe_conf_mix", "semi_mix"}
     assert rows["semi_mix"]["unlabelled"] == rows["safe_conf_mix"]["unlabelled"] == 190
     assert all(r["gain_vs_reference_points"] is not None for r in rows.values())
+    for r in rows.values():  # the worst seed's gain vs the reference is the worst seed's top-1
+        assert r["worst_vs_reference_points"] <= r["gain_vs_reference_points"]
+        assert r["top1_worst"] - r["worst_vs_reference_points"] == pytest.approx(
+            r["top1_mean"] - r["gain_vs_reference_points"]
+        )
+    csv_header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"gain_vs_reference_points", "worst_vs_reference_points", "oracle_gap_share_pct",
+            "unlabelled", "transductive"} <= set(csv_header)  # fmt: skip
+    report_rows = json.loads((out / "evaluation.json").read_text())["rows"]
+    assert {r["method"] for r in report_rows if "gain_vs_reference" in r} == set(rows)
     records = json.loads((out / "results.json").read_text())["records"]
     assert all(
         "choice" in r["info"] and "prior" in r["info"]

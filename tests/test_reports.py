@@ -24,6 +24,7 @@ from clipfuse.errors import DataError
 from clipfuse.reports import (
     AccuracyDisplay,
     AgreementDisplay,
+    BudgetCurveDisplay,
     CKADisplay,
     ClassTemperatureDisplay,
     ComputeDisplay,
@@ -289,6 +290,55 @@ def test_report_sections_follow_files_present(tmp_path: Path) -> None:
     md = files.markdown.read_text()
     assert "## Robustness" in md and "## Evaluation" not in md and "Dataset:" not in md
     assert [p.name for p in files.figures] == ["only-robustness.png"]
+
+
+def _budget_rows(dataset: str) -> list[dict]:
+    """evaluation.json rows of two methods at 1 / 4 / 16 shots with issue 11's reference columns."""
+    rows = []
+    for method, base in (("safe_conf_mix", 2.0), ("nlc", 0.5)):
+        for shots in (16, 1, 4):  # unsorted on purpose
+            gain = base + 0.1 * shots
+            rows.append({"dataset": dataset, "method": method, "shots": shots, "mean": 0.5,
+                         "std": 0.004, "n_seeds": 5, "gain_vs_reference": gain,
+                         "worst_vs_reference": gain - 0.6, "oracle_gap_share": 10.0})  # fmt: skip
+    rows.append(
+        {
+            "dataset": dataset,
+            "method": "nlc",
+            "shots": "10%",
+            "mean": 0.5,
+            "std": 0.0,
+            "n_seeds": 5,
+            "gain_vs_reference": 9.0,
+        }
+    )  # fmt: skip  (a fraction: not drawn)
+    return rows
+
+
+def test_budget_curve_display_draws_gain_std_and_worst_seed() -> None:
+    disp = BudgetCurveDisplay.from_rows(_budget_rows("cifar10"))
+    assert list(disp.lines_) == ["safe_conf_mix", "nlc"]
+    shots, mean, std, worst = disp.curves["safe_conf_mix"]
+    assert shots.tolist() == [1, 4, 16]  # sorted, the fraction row skipped
+    assert mean.tolist() == pytest.approx([2.1, 2.4, 3.6])
+    assert std.tolist() == pytest.approx([0.4] * 3)  # top-1 std (fraction) drawn in points
+    assert (mean - worst).tolist() == pytest.approx([0.6] * 3)
+    assert disp.reference_line_.get_ydata()[0] == 0.0
+    assert [t.get_text() for t in disp.ax_.get_xticklabels()] == ["1", "4", "16"]
+    only = BudgetCurveDisplay.from_rows(_budget_rows("cifar10"), methods=["nlc"])
+    assert list(only.curves) == ["nlc"]
+    old_rows = [{k: v for k, v in r.items() if "reference" not in k} for r in _budget_rows("x")]
+    with pytest.raises(DataError, match="no budget curves"):
+        BudgetCurveDisplay.from_rows(old_rows)  # evaluation.json written before issue 11
+
+
+def test_report_draws_the_budget_figure_and_reference_columns(tmp_path: Path) -> None:
+    save_evaluation(tmp_path, _budget_rows("cifar10"))
+    files = write_report(tmp_path, dpi=50)
+    md = files.markdown.read_text()
+    assert [p.name for p in files.figures] == ["cifar10-budgets.png"]
+    assert "vs reference (points)" in md and "worst seed vs reference" in md
+    assert "| +3.60 | +3.00 | +10.0 |" in md  # safe_conf_mix at 16 shots
 
 
 # --- the HTML in a real browser ----------------------------------------------------------------

@@ -30,6 +30,11 @@ CSV_COLUMNS = [
     "predict_s",
     "gflops_per_image",
     "backbones_per_image",
+    "gain_vs_reference_points",
+    "worst_vs_reference_points",
+    "oracle_gap_share_pct",
+    "unlabelled",
+    "transductive",
 ]
 
 
@@ -115,9 +120,15 @@ def report_rows(result: EvaluationResult) -> list[dict]:
             ("worst_delta_points", "worst_delta"),
             ("fit_s", "fit_s"),
             ("predict_s", "predict_s"),
+            ("gain_vs_reference_points", "gain_vs_reference"),
+            ("worst_vs_reference_points", "worst_vs_reference"),
+            ("oracle_gap_share_pct", "oracle_gap_share"),
+            ("unlabelled", "unlabelled"),
         ):
-            if r[src] is not None:
+            if r.get(src) is not None:
                 row[dst] = r[src]
+        if r.get("transductive"):
+            row["transductive"] = True
         if r["method"] in gflops:
             row["gflops"] = gflops[r["method"]]
         elif r.get("gflops_per_image") is not None:

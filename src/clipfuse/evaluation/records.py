@@ -147,6 +147,7 @@ def _row(
         "seeds": seeds or [],
         "top1_mean": 100 * float(accs_a.mean()),
         "top1_std": 100 * float(accs_a.std(ddof=1)) if len(accs) > 1 else 0.0,
+        "top1_worst": 100 * float(accs_a.min()),
         "gain_points": None,
         "gain_relative_pct": None,
         "worst_delta_points": None,

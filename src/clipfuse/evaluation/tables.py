@@ -16,8 +16,13 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
     ref = any(r.get("gain_vs_reference_points") is not None for r in rows)
     header = "| method | budget | labels | seeds | top-1 (%) | gain (pts) | gain (rel %) | worst Δ (pts) | fit (s) | predict (s) |"
     header += " GFLOPs/img |" if costs else ""
-    header += " vs reference (pts) | oracle gap captured (%) | unlabelled |" if ref else ""
-    lines = [header, "|---" * (10 + costs + 3 * ref) + "|"]
+    header += (
+        " vs reference (pts) | worst seed vs reference (pts) | oracle gap captured (%) |"
+        " unlabelled |"
+        if ref
+        else ""
+    )
+    lines = [header, "|---" * (10 + costs + 4 * ref) + "|"]
     for r in rows:
         acc = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["n_seeds"] > 1 else "")
         line = (
@@ -29,6 +34,7 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
         if ref:
             line += (
                 f" {num(r.get('gain_vs_reference_points'), '{:+.2f}')} |"
+                f" {num(r.get('worst_vs_reference_points'), '{:+.2f}')} |"
                 f" {num(r.get('oracle_gap_share_pct'), '{:+.1f}')} | {r.get('unlabelled') or ''} |"
             )
         lines.append(line)

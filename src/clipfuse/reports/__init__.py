@@ -3,6 +3,7 @@
 from clipfuse.reports.displays import (
     AccuracyDisplay,
     AgreementDisplay,
+    BudgetCurveDisplay,
     CKADisplay,
     ClassTemperatureDisplay,
     ComputeDisplay,
@@ -24,6 +25,7 @@ from clipfuse.reports.results import (
 __all__ = [
     "AccuracyDisplay",
     "AgreementDisplay",
+    "BudgetCurveDisplay",
     "CKADisplay",
     "ClassTemperatureDisplay",
     "ComputeDisplay",

@@ -19,7 +19,12 @@ fractions in [0, 1] in every file (the report prints percent); ``gain_points`` a
      "rows": [{"dataset": str, "method": str, "shots": int | str, "mean": float,
                "std": float, "gain_points": float, "gain_relative": float,
                "worst_delta": float, "fit_s": float, "predict_s": float,
-               "n_seeds": int, "gflops": float (optional)}],
+               "n_seeds": int, "gflops": float (optional),
+               # optional, issue 11: points vs the backbone best on the evaluated images (a
+               # reference, not a method), its worst seed, % of the oracle gap captured,
+               # unlabelled train rows given to the method, transductive flag
+               "gain_vs_reference": float, "worst_vs_reference": float,
+               "oracle_gap_share": float, "unlabelled": int, "transductive": bool}],
      "protocol": {...}}   # optional: splits, seeds, hyperparameters, printed verbatim
 
 ``robustness.json`` (:func:`save_robustness`)::

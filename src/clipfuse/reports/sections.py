@@ -13,6 +13,7 @@ from clipfuse.errors import DataError
 from clipfuse.reports.displays import (
     AccuracyDisplay,
     AgreementDisplay,
+    BudgetCurveDisplay,
     CKADisplay,
     ClassTemperatureDisplay,
     ComputeDisplay,
@@ -174,28 +175,66 @@ _EVAL_COLUMNS = (
     ("gain_points", "gain (points)", "{:+.2f}", 1.0),
     ("gain_relative", "gain (%)", "{:+.2f}", 1.0),
     ("worst_delta", "worst Δ (points)", "{:+.2f}", 1.0),
+    ("gain_vs_reference", "vs reference (points)", "{:+.2f}", 1.0),
+    ("worst_vs_reference", "worst seed vs reference", "{:+.2f}", 1.0),
+    ("oracle_gap_share", "oracle gap (%)", "{:+.1f}", 1.0),
     ("fit_s", "fit (s)", "{:.3g}", 1.0),
     ("predict_s", "predict (s)", "{:.3g}", 1.0),
     ("n_seeds", "seeds", "{:d}", 1.0),
 )
 
 
-def _evaluation_section(rows: list[dict[str, Any]], protocol: dict[str, Any] | None) -> Section:
+def _budget_figures(rows: list[dict[str, Any]], dpi: int) -> list[FigureBlock]:
+    """Per dataset with reference columns at two or more shot budgets: the gain-vs-budget figure."""
+    figures = []
+    for name in dict.fromkeys(str(r.get("dataset")) for r in rows):
+        mine = [
+            r for r in rows
+            if str(r.get("dataset")) == name and r.get("kind", "method") == "method"
+            and r.get("gain_vs_reference") is not None and isinstance(r.get("shots"), int)
+        ]  # fmt: skip
+        if len({r["shots"] for r in mine}) < 2:
+            continue
+        title = f"{name}: gain over the best backbone, by label budget"
+        disp = BudgetCurveDisplay.from_rows(mine, title=title)
+        caption = (
+            f"{name}: mean top-1 gain (points) against the backbone best on the evaluated images "
+            "(dashed zero line; a reference, not a method), ± std over hold-out seeds; "
+            "crosses: the worst seed."
+        )
+        figures.append(_figure(_slug(name, "budgets"), caption, disp, dpi))
+    return figures
+
+
+def _evaluation_section(
+    rows: list[dict[str, Any]], protocol: dict[str, Any] | None, dpi: int = 150
+) -> Section:
     sec = Section("Evaluation")
     sec.blocks.append(
         "Mean ± std over hold-out seeds. Gains are against the best single backbone chosen on "
         "the hold-out; *worst Δ* is the worst seed's difference (negative = fusion lost). "
+        "*vs reference* is against the backbone best on the evaluated images (it needs their "
+        "labels, so it is a yardstick, not a method); *oracle gap* is the share of the distance "
+        "from that reference to the oracle that the method captures. "
         "Click a column header in the HTML report to sort."
     )
     table_rows = []
     for row in rows:
+        method = _text(
+            f"{row.get('method')} (transductive)" if row.get("transductive") else row.get("method")
+        )
         table_rows.append(
             [
-                _text(row.get(key)) if fmt is None else _num(row.get(key), fmt, scale)
+                method
+                if key == "method"
+                else _text(row.get(key))
+                if fmt is None
+                else _num(row.get(key), fmt, scale)
                 for key, _, fmt, scale in _EVAL_COLUMNS
-            ]
+            ]  # fmt: skip
         )
     sec.blocks.append(Table([c[1] for c in _EVAL_COLUMNS], table_rows, "Methods"))
+    sec.blocks.extend(_budget_figures(rows, dpi))
     if protocol:
         sec.blocks.append("Protocol (splits, seeds and hyperparameters as recorded):")
         sec.blocks.append(Code(json.dumps(protocol, indent=2, sort_keys=True)))
@@ -340,7 +379,7 @@ def build_sections(
         ]
         sections.append(_dataset_section(name, entry, ds_rows, top_k, dpi))
     if results.evaluation is not None:
-        sections.append(_evaluation_section(rows, results.protocol))
+        sections.append(_evaluation_section(rows, results.protocol, dpi))
     if results.analysis and rows:
         section = _diversity_gain_section(results.analysis, rows, gain_method, dpi)
         if section is not None:

@@ -6,6 +6,7 @@ axes is given) and sets ``figure_`` and ``ax_`` plus the artists it made, so tha
 be restyled or tested after the fact. Accuracies are fractions and drawn as percent.
 """
 
+from clipfuse.reports.displays.budgets import BudgetCurveDisplay
 from clipfuse.reports.displays.complementarity import (
     AccuracyDisplay,
     AgreementDisplay,
@@ -19,6 +20,7 @@ from clipfuse.reports.displays.temperatures import ClassTemperatureDisplay, Temp
 __all__ = [
     "AccuracyDisplay",
     "AgreementDisplay",
+    "BudgetCurveDisplay",
     "CKADisplay",
     "ClassTemperatureDisplay",
     "ComputeDisplay",
