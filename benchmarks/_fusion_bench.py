@@ -50,9 +50,7 @@ def demo_table(
         print(f"\n## {name} (demo): reference {100 * ref:.2f}, oracle {100 * result.oracle:.2f}")
         print("| method | shots | mean vs ref | worst seed vs ref |")
         print("|---|---|---|---|")
-        cells: dict[tuple[str, object], list[float]] = {}
-        for r in result.records:
-            cells.setdefault((r.method, r.budget), []).append(r.top1)
-        for (method, budget), top1 in cells.items():
-            mean = 100 * (sum(top1) / len(top1) - ref)
-            print(f"| {method} | {budget} | {mean:+.2f} | {100 * (min(top1) - ref):+.2f} |")
+        for r in result.summary():
+            if r["kind"] == "method":
+                print(f"| {r['method']} | {r['budget']} | {r['gain_vs_reference_points']:+.2f} | "
+                      f"{r['worst_vs_reference_points']:+.2f} |")  # fmt: skip

@@ -1,7 +1,7 @@
 """The label-efficiency figure of bench_fusion's JSON outputs (README, BENCHMARKS.md "Fusion").
 
 One panel per dataset, drawn by ``clipfuse.reports.BudgetCurveDisplay``: mean top-1 gain over the
-backbone best on the evaluated images, ± std over seeds, worst seed as a down-triangle.
+backbone best on the evaluated images, ± std over seeds, worst seed as a cross.
 
     PYTHONPATH=src python benchmarks/plot_fusion.py benchmarks/results/fusion-final2 \
         --out docs/figures/fusion-final2.png
@@ -22,7 +22,8 @@ METHODS = "safe_conf_mix,safe_mix,nlc,caruana,zs_probe"
 
 
 def budget_rows(result: dict) -> list[dict]:
-    """evaluation.json-style rows (shots, std, gain / worst seed vs the reference) of one result."""
+    """evaluation.json-style rows (shots, std, gain / worst seed vs the reference) of one result,
+    recomputed from its records: JSON written before the worst-seed column lacks it."""
     ref = 100 * max(result["singles"].values())
     top1: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in result["records"]:
