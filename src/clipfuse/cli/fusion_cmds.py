@@ -58,10 +58,12 @@ def _command_line(args) -> list[str]:
 
 @command("evaluate")
 def cmd_evaluate(args) -> int:
+    from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.data.holdout import parse_budgets
     from clipfuse.engines import get_engine
     from clipfuse.evaluation.fanout import evaluate_with
     from clipfuse.evaluation.outputs import write_results
+    from clipfuse.evaluation.tables import format_compact
 
     command_line = _command_line(args)
     engine = None if args.engine == "local" else get_engine(args.engine, args.ray_address)
@@ -95,8 +97,8 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result.summary(), indent=1))
     else:
-        print(paths["md"].read_text())
-        print(f"written: {', '.join(str(p) for p in paths.values())}")
+        print(format_compact(result.summary(), RECOMMENDED))
+        print(f"full table: {paths['md']}; written: {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
@@ -105,6 +107,7 @@ def cmd_fit(args) -> int:
     from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.data.holdout import parse_budgets
     from clipfuse.ensemble import fit_ensemble
+    from clipfuse.ensemble.fit import describe_fit
 
     store = existing_store(args.store)
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
@@ -122,11 +125,8 @@ def cmd_fit(args) -> int:
         device=args.device,
     )
     path = ensemble.save(args.out)
-    t = ensemble.training
-    print(
-        f"fitted {ensemble.combiner.name} on {t['num_labels']} labels ({t['budget']}, seed {args.seed}) of {train.view}; "
-        f"saved {path}"
-    )
+    print("\n".join(describe_fit(ensemble)))
+    print(f"saved {path}")
     return 0
 
 
@@ -203,9 +203,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument(
         "--methods",
-        default="core",
-        help="comma list of combiners and groups: core (default), fusion, recommended, heads, "
-        "compute, all",
+        default="core,recommended",
+        help="comma list of combiners and groups: core, fusion, recommended, heads, compute, all "
+        "(default: core,recommended; `clipfuse methods` lists them)",
     )
     p.add_argument("--shots", default=None, help="k per class, comma list (e.g. 1,4,16)")
     p.add_argument(

@@ -56,6 +56,7 @@ class SavedEnsemble:
         combiner._check_fitted()
         draw = draw if draw is not None else bundle.draw
         training: dict[str, Any] = {"view": bundle.view, "dataset": bundle.dataset}
+        training["fit_notes"] = json.loads(json.dumps(combiner.fit_notes(), default=float))
         if draw is not None:
             training.update(
                 budget=draw.budget,
