@@ -8,7 +8,16 @@ import subprocess
 import time
 
 import pytest
-from conftest import CIFAR10_TEST, RN_TINY, TINY_SPECS, VIT_TINY, cli_command, cli_env
+import torch
+from conftest import (
+    CIFAR10_CLASSES,
+    CIFAR10_TEST,
+    RN_TINY,
+    TINY_SPECS,
+    VIT_TINY,
+    cli_command,
+    cli_env,
+)
 
 from clipfuse.cli import main
 
@@ -193,3 +202,42 @@ def test_datasets_listing(capsys):
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
     assert "cifar10" in names and all(n.startswith("cifar") for n in names)
+
+
+def test_zeroshot_per_class_names_and_templates(cifar200_f16_store, capsys):
+    """Issue 23: per-class recall, the class names and templates used, printed and in the JSON;
+    a per-class recall is the count of correct rows of that class over its rows."""
+    data = ["--data", f"imagefolder:{CIFAR10_TEST}", "--split", "test", "--limit", "200"]
+    store = str(cifar200_f16_store)
+    code, out, err = run_cli(capsys, "zeroshot", *data, "--store", store, "--per-class", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["classnames"] == CIFAR10_CLASSES and len(report["templates"]) > 1
+    per_class = {row["class"]: row for row in report["per_class"]}
+    assert set(per_class) == set(CIFAR10_CLASSES) and all(r["n"] == 20 for r in per_class.values())
+    for result in report["results"]:
+        recalls = [per_class[c][result["backbone"]] for c in CIFAR10_CLASSES]
+        assert all(abs(r * 20 - round(r * 20)) < 1e-6 for r in recalls)
+        assert abs(sum(recalls) / 10 - result["mean_per_class_recall"]) < 1e-6
+    code, out, err = run_cli(capsys, "zeroshot", *data, "--store", store, "--per-class")
+    assert code == 0, err
+    assert "class names: airplane, automobile" in out and "prompt templates:" in out
+    assert "recall per class:" in out and "truck" in out.split("recall per class:")[1]
+
+
+def test_never_predicted_class_is_named():
+    """A class that no backbone predicts for any image (a name the text towers do not know) is
+    reported by name; a class absent from the labels is not."""
+    from types import SimpleNamespace
+
+    from clipfuse.evaluation.zeroshot_eval import never_predicted
+
+    labels = torch.tensor([0, 1, 2, 2])
+    logits = torch.zeros(2, 4, 4)
+    logits[0, :, 0] = 1  # backbone 0 always says "cat"
+    logits[1, 2:, 2] = 5  # backbone 1 says "car" never, "ship" for the last two
+    logits[1, :2, 0] = 5
+    bundle = SimpleNamespace(
+        classnames=["cat", "car", "ship", "unused"], labels=labels, logits=logits
+    )
+    assert never_predicted(bundle) == ["car"]
