@@ -48,7 +48,7 @@ def describe_fit(ensemble: SavedEnsemble) -> list[str]:
         seen += f" + {t['unlabelled']} unlabelled images"
     lines = [f"{combiner.name}: fitted on {seen} of {t.get('view', '?')}"]
     for key, value in combiner.fit_notes().items():
-        lines.append(f"  {key}: {value}")
+        lines.append(f"  {key}: {round(value, 4) if isinstance(value, float) else value}")
     chosen = combiner.chosen_backbone()
     weights = getattr(combiner, "weights_", None)
     if chosen is not None:
