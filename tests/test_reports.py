@@ -433,3 +433,21 @@ def test_report_json_is_strict(results_dir: Path) -> None:
     """analysis.json must be plain JSON (no NaN/Infinity), readable by any tool."""
     text = (results_dir / "analysis.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_report_shows_recall_per_class_and_flags_a_class_nobody_recalls(tmp_path: Path) -> None:
+    """Issue 23: a class every backbone misses (a name the text towers do not know) is visible in
+    the report by name, not hidden in the mean."""
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    logits = torch.zeros(2, 6, 3)
+    logits[:, :, 0] = 1.0  # both backbones say class 0 for everything
+    result = analyze_complementarity(logits, y, ["a", "b"])
+    per_class = [
+        {"class": "cat", "n": 2, "a": 1.0, "b": 1.0},
+        {"class": "car", "n": 2, "a": 0.0, "b": 0.0},
+        {"class": "ship", "n": 2, "a": 0.0, "b": 0.5},
+    ]
+    save_analysis(tmp_path, "toy", result, info={"per_class": per_class})
+    md = write_report(tmp_path, dpi=50).markdown.read_text()
+    assert "Zero-shot recall per class" in md
+    assert "car (no backbone recalls it)" in md and "ship (no backbone" not in md

@@ -49,6 +49,7 @@ def run_demo(
     from clipfuse.evaluation.outputs import write_results
     from clipfuse.evaluation.runner import CORE_METHODS, evaluate_methods, format_markdown
     from clipfuse.evaluation.tables import format_compact
+    from clipfuse.evaluation.zeroshot_eval import per_class_recall
     from clipfuse.extraction import extract
     from clipfuse.logits.views import bundle_for
     from clipfuse.reports.report import write_report
@@ -100,7 +101,9 @@ def run_demo(
             comp,
             cka=cka,
             gflops={n: g for n, g in zip(test.names, test.gflops) if g is not None},
-            info={"view": test.view, "specs": test.specs, "source": source},
+            info={"view": test.view, "specs": test.specs, "source": source,
+                  "per_class": per_class_recall(test), "classnames": list(test.classnames),
+                  "templates": list(test.templates)},  # fmt: skip
         )
         rows = result.summary()
         tables[name] = format_markdown(rows)

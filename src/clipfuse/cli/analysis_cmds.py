@@ -20,6 +20,7 @@ from clipfuse.errors import ClipfuseError
 @command("analyze")
 def cmd_analyze(args) -> int:
     from clipfuse.analysis import analyze_view
+    from clipfuse.evaluation.zeroshot_eval import per_class_recall
     from clipfuse.reports.results import save_analysis
 
     store = existing_store(args.store)
@@ -38,7 +39,9 @@ def cmd_analyze(args) -> int:
             comp,
             cka=cka,
             gflops=gflops or None,
-            info={"view": bundle.view, "split": split, "specs": bundle.specs, "source": source},
+            info={"view": bundle.view, "split": split, "specs": bundle.specs, "source": source,
+                  "per_class": per_class_recall(bundle), "classnames": list(bundle.classnames),
+                  "templates": list(bundle.templates)},  # fmt: skip
         )
         summary.append(
             {
