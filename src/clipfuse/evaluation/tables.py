@@ -51,7 +51,6 @@ def format_compact(rows: list[dict[str, Any]], recommended: str) -> str:
     the evaluated images (worst seed in brackets), then one line naming the method to use.
     The full table stays in results.md / results.csv."""
     singles = [r for r in rows if r["kind"] == "single"]
-    reference = next((r for r in rows if r["kind"] == "reference"), None)
     oracle = next((r for r in rows if r["kind"] == "oracle"), None)
     methods = [r for r in rows if r["kind"] == "method"]
     parts = [f"{r['method']} {r['top1_mean']:.2f}" for r in singles]
@@ -81,10 +80,11 @@ def format_compact(rows: list[dict[str, Any]], recommended: str) -> str:
                 "" if gain is None else f"{gain:+.2f} ({r['worst_vs_reference_points']:+.2f})"
             )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if reference is not None:
+    if singles:
+        best = max(singles, key=lambda r: r["top1_mean"])
         lines.append(
-            f"\nbest backbone on these images: {reference['method']}, "
-            f"{reference['top1_mean']:.2f} %"
+            f"\nbest backbone on these images (the reference; chosen with their labels): "
+            f"{best['method']}, {best['top1_mean']:.2f} %"
         )
     lines.append(use_line(methods, recommended))
     return "\n".join(lines)
