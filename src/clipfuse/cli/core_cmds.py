@@ -84,6 +84,18 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def _warn_never_predicted(names: list[str]) -> None:
+    """One line on stderr naming every class no backbone predicts (a name the text towers do not
+    know fails silently otherwise: 0 % recall, a slightly low mean)."""
+    if names:
+        listed = ", ".join(repr(n) for n in names)
+        print(
+            f"warning: no backbone predicts {len(names)} class(es) for any image: {listed}; "
+            "check the class names (--classnames) and the prompt templates (--templates)",
+            file=sys.stderr,
+        )
+
+
 @command("zeroshot")
 def cmd_zeroshot(args) -> int:
     from clipfuse.evaluation.zeroshot_eval import never_predicted, per_class_recall, zeroshot_table
@@ -93,17 +105,12 @@ def cmd_zeroshot(args) -> int:
     bundle = bundle_for(existing_store(args.store), dataset)
     rows = zeroshot_table(bundle)
     per_class = per_class_recall(bundle) if args.per_class else None
-    for name in never_predicted(bundle):
-        print(
-            f"warning: no backbone predicts class {name!r} for any image; check the class name "
-            "(--classnames) and the prompt templates (--templates)",
-            file=sys.stderr,
-        )
     if args.predictions or args.logits:
         from clipfuse.evaluation.per_sample import write_per_sample
 
         for path in write_per_sample(bundle, predictions=args.predictions, logits=args.logits):
             print(f"wrote {path}", file=sys.stderr)
+    _warn_never_predicted(never_predicted(bundle))
     if args.json:
         answer = {
             "view": bundle.view,
