@@ -146,7 +146,7 @@ def cmd_predict(args) -> int:
         progress=not args.quiet,
     )
     for f in failures:
-        print(f"skipped unreadable image {f['image']}: {f['error']}", file=sys.stderr)
+        print(f"skipped unreadable image {f['image']} ({f['kind']}): {f['error']}", file=sys.stderr)
     if not predictions:
         raise ClipfuseError(f"none of the {len(failures)} image(s) could be read")
     if args.json:

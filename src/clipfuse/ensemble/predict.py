@@ -90,6 +90,27 @@ class Fused:
     cost: torch.Tensor | None = None  # a cascade's per-row cost
     used: torch.Tensor | None = None  # a cascade's backbones run per row
 
+    def rows(self) -> list[Fused]:
+        """One single-row Fused per image (the server batches images of several requests)."""
+        return [
+            Fused(*(None if t is None else t[k : k + 1] for t in self._parts()))
+            for k in range(len(self.proba))
+        ]
+
+    @classmethod
+    def cat(cls, parts: list[Fused]) -> Fused:
+        """Rows back into one batch (inverse of ``rows``)."""
+        columns = list(zip(*(p._parts() for p in parts)))
+        return cls(*(None if c[0] is None else torch.cat(list(c)) for c in columns))
+
+    def _parts(self) -> tuple[torch.Tensor | None, ...]:
+        return self.proba, self.temps, self.cost, self.used
+
+    def records(self, ensemble: SavedEnsemble, top_k: int) -> list[dict[str, Any]]:
+        return prediction_records(
+            ensemble, self.proba, top_k, temps=self.temps, cost=self.cost, used=self.used
+        )
+
 
 def fuse_pixels(
     ensemble: SavedEnsemble, backbones: dict[int, Backbone], pixels: dict[int, torch.Tensor]
@@ -121,10 +142,7 @@ def predict_pixels(
     """The core of prediction, shared by `predict_images` and the HTTP server: one batch of
     preprocessed pixels -> one record per image (label, probability, top-k, NLC temperatures
     or a cascade's backbones run and cost)."""
-    fused = fuse_pixels(ensemble, backbones, pixels)
-    return prediction_records(
-        ensemble, fused.proba, top_k, temps=fused.temps, cost=fused.cost, used=fused.used
-    )
+    return fuse_pixels(ensemble, backbones, pixels).records(ensemble, top_k)
 
 
 def load_needed(ensemble: SavedEnsemble, device: str = "cpu") -> dict[int, Backbone]:
@@ -235,9 +253,7 @@ def predict_dataset(
         failures.extend(batch_failures)
         if fused is None:
             continue
-        records = prediction_records(
-            ensemble, fused.proba, top_k, temps=fused.temps, cost=fused.cost, used=fused.used
-        )
+        records = fused.records(ensemble, top_k)
         for position, record in zip(positions, records):
             predictions.append({"image": dataset.sample_ids[position], **record})
     return predictions, failures
