@@ -193,3 +193,41 @@ def test_datasets_listing(capsys):
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
     assert "cifar10" in names and all(n.startswith("cifar") for n in names)
+
+
+def test_version(capsys):
+    import clipfuse
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"clipfuse {clipfuse.__version__}"
+
+
+def test_methods_lists_the_registry_with_declared_capabilities(capsys):
+    from clipfuse.combiners.registry import RECOMMENDED, combiner_class, list_combiners
+
+    code, out, err = run_cli(capsys, "methods")
+    assert code == 0 and not err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["method", "groups", "labels/class"]
+    listed = [line.split()[0] for line in lines[1:] if line.strip() and not line[0].isdigit()]
+    assert listed == list_combiners()
+    assert f"recommended: {RECOMMENDED}" in out
+    code, out, _ = run_cli(capsys, "methods", "--json")
+    doc = json.loads(out)
+    assert doc["recommended"] == RECOMMENDED
+    for row in doc["methods"]:  # every value comes from the class's declared capabilities
+        cls = combiner_class(row["method"])
+        assert row["features"] is cls.uses_features
+        assert row["unlabelled"] is cls.uses_unlabelled
+        assert row["transductive"] is cls.transductive
+        assert row["labels/class"] == cls.min_per_class
+    rows = {r["method"]: r for r in doc["methods"]}
+    assert rows["transclip"]["transductive"] and rows["nlc"]["features"]
+    assert "recommended" in rows[RECOMMENDED]["groups"].split(",")
+    assert rows["cascade"]["runs"] == "cheapest first"
+    code, out, _ = run_cli(capsys, "methods", "--group", "core", "--json")
+    assert [r["method"] for r in json.loads(out)["methods"]] == list_combiners(group="core")
+    code, _, err = run_cli(capsys, "methods", "--group", "nope")
+    assert_one_line_error(code, err, "unknown method group 'nope'")
