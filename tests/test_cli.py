@@ -231,3 +231,28 @@ def test_methods_lists_the_registry_with_declared_capabilities(capsys):
     assert [r["method"] for r in json.loads(out)["methods"]] == list_combiners(group="core")
     code, _, err = run_cli(capsys, "methods", "--group", "nope")
     assert_one_line_error(code, err, "unknown method group 'nope'")
+
+
+def test_one_unit_for_accuracy(tmp_path, capsys):
+    """Accuracies are fractions in rows and JSON, percentages with 2 decimals on screen, in
+    every command's table (print_table is the one place that formats them)."""
+    from clipfuse import demo_source
+    from clipfuse.cli.common import format_cell
+
+    assert format_cell("top1", 0.672) == "67.20"
+    assert format_cell("oracle", 0.5) == "50.00" and format_cell("drop", -1.234) == "-1.23"
+    assert format_cell("temperature", 0.5) == "0.5000"
+    store = str(tmp_path / "store")
+    data = ["--data", demo_source("cifar10"), "--split", "test", "--limit", "20"]
+    assert main(["extract", "--backbone", "zoo:rn-tiny", *data, "--store", store, "--quiet"]) == 0
+    code, out, err = run_cli(capsys, "zeroshot", *data, "--store", store, "--json")
+    assert code == 0, err
+    top1 = json.loads(out)["results"][0]["top1"]
+    assert 0.0 <= top1 <= 1.0  # a fraction in JSON
+    code, out, err = run_cli(capsys, "zeroshot", *data, "--store", store)
+    row = next(line for line in out.splitlines() if line.startswith("zoo:rn-tiny"))
+    assert row.split()[1] == f"{100 * top1:.2f}"  # a percentage on screen
+    code, out, err = run_cli(capsys, "analyze", *data, "--store", store, "--out",
+                             str(tmp_path / "analysis"), "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)[0]["best acc"] == pytest.approx(top1)  # fractions in JSON here too
