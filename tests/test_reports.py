@@ -463,7 +463,9 @@ def test_compute_display_labels_do_not_overlap() -> None:
     gflops = [0.010, 0.026, 0.041, 0.022] + [0.099] * 8
     acc = [0.519, 0.466, 0.505, 0.434] + [0.535 + 0.0012 * k for k in range(8)]
     kinds = ["single backbone"] * 4 + ["fusion"] * 8
-    disp = ComputeDisplay.from_points(names, gflops, acc, kinds=kinds, errors=[0.0] * 4 + [0.004] * 8)
+    disp = ComputeDisplay.from_points(
+        names, gflops, acc, kinds=kinds, errors=[0.0] * 4 + [0.004] * 8
+    )
     assert [t.get_text() for t in disp.labels_] and len(disp.labels_) == len(names)
     assert _overlaps(disp.labels_) == []
     by_name = {t.get_text(): t for t in disp.labels_}

@@ -235,7 +235,9 @@ def test_top_k_per_request(nlc_server, demo_images):
     for answer, k in ((three, 3), (five, 5)):
         top = answer.json()["predictions"][0]["top"]
         assert len(top) == k
-        assert [t["probability"] for t in top] == sorted((t["probability"] for t in top), reverse=True)
+        assert [t["probability"] for t in top] == sorted(
+            (t["probability"] for t in top), reverse=True
+        )
     assert three.json()["predictions"][0]["top"] == five.json()["predictions"][0]["top"][:3]
     assert len(ask("?top_k=1000").json()["predictions"][0]["top"]) == 10  # all 10 classes
     for bad in ("0", "-1", "two", "1.5", ""):

@@ -70,7 +70,9 @@ def cmd_methods(args) -> int:
     if args.json:
         print(json.dumps({"recommended": RECOMMENDED, "methods": rows}, indent=1))
         return 0
-    shown = [{k: ("yes" if v else "-") if isinstance(v, bool) else v for k, v in r.items()} for r in rows]
+    shown = [
+        {k: ("yes" if v else "-") if isinstance(v, bool) else v for k, v in r.items()} for r in rows
+    ]
     print_table(shown, [header for header, _ in COLUMNS])
     print(
         f"\n{len(rows)} methods; recommended: {RECOMMENDED} (`clipfuse fit` without --method). "
