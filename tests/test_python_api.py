@@ -138,6 +138,22 @@ def test_combiners_have_classes_and_answer_numpy_with_numpy():
     assert torch.equal(combiner.predict(None, tensor), torch.from_numpy(pred))
 
 
+def test_feature_reading_combiner_takes_numpy_features():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 30, 3)).astype(np.float32)
+    features = [rng.normal(size=(30, 8)).astype(np.float32) for _ in range(2)]
+    y = np.arange(30) % 3
+    nlc = make_combiner("nlc", steps=5).fit(features, logits, y)
+    proba = nlc.predict_proba(features, logits)
+    assert isinstance(proba, np.ndarray) and proba.shape == (30, 3)
+    assert np.array_equal(nlc.classes_, [0, 1, 2])
+    as_tensors = nlc.predict_proba(
+        [torch.from_numpy(f) for f in features], torch.from_numpy(logits)
+    )
+    assert torch.allclose(as_tensors, torch.from_numpy(proba))
+    assert 0.0 <= nlc.score(features, logits, y) <= 1.0
+
+
 def test_saved_ensemble_reuses_its_loaded_backbones(ensemble, images, monkeypatch):
     pil, _, _ = images
     ensemble.predict(pil[:1])
