@@ -100,6 +100,9 @@ def test_bad_inputs_are_one_line_data_errors(ensemble, images, tmp_path):
         ensemble.predict(np.zeros((32, 32, 3), dtype=np.float32))
     with pytest.raises(DataError, match="channels-first"):
         ensemble.predict(np.zeros((3, 32, 32), dtype=np.uint8))
+    with pytest.raises(DataError, match="top_k"):
+        ensemble.predict(pil[0], top_k=0)
+    assert len(ensemble.predict(pil[0], top_k=3)[0]["top"]) == 3
     with pytest.raises(DataError, match="cannot predict on a dict"):
         ensemble.predict({"a": 1})
     bad = tmp_path / "bad.png"

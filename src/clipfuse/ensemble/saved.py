@@ -106,6 +106,8 @@ class SavedEnsemble:
         (the policy of `clipfuse predict` and `clipfuse serve`)."""
         from clipfuse.ensemble.predict import predict_dataset
 
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise DataError(f"top_k must be a positive integer; got {top_k!r}")
         dataset = images_dataset(images)
         predictions, failures = predict_dataset(
             self, dataset, backbones=self._backbones(device), batch_size=batch_size,
