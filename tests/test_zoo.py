@@ -218,3 +218,22 @@ def test_demo_data_checksums():
     assert len(recorded) == 6
     for name, digest in recorded.items():
         assert file_sha256(DEMO_DIR / name) == digest, name
+
+
+def test_one_flop_counter_for_every_gflops_figure(tmp_path, monkeypatch):
+    """The shipped cards, `clipfuse backbones` and a live count (what extraction records in the
+    store) give one GFLOPs figure per zoo backbone; a card from another counter is not shown."""
+    import clipfuse.backbones.flops as flops
+    from clipfuse.backbones.registry import _card_gflops, list_backbones
+
+    monkeypatch.setattr(flops, "_CACHE", tmp_path / "gflops.json")  # count, do not recall
+    listed = {e.spec: e.image_gflops for e in list_backbones("zoo:*")}
+    for name in ZOO_NAMES:
+        card = json.loads((DEFAULT_OUT / name / "card.json").read_text())
+        assert card["image_gflops_counter"] == flops.COUNTER
+        live = flops.image_gflops(load_backbone(f"zoo:{name}", with_gflops=False))
+        assert card["image_gflops"] == pytest.approx(live, abs=1e-5), name
+        assert listed[f"zoo:{name}"] == card["image_gflops"]
+        readme = (DEFAULT_OUT / name / "README.md").read_text()
+        assert f"{live * 1000:.1f} MFLOPs per image" in readme, name
+    assert _card_gflops({"image_gflops": 0.017}) is None  # an uncounted (v1) figure is hidden

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clipfuse.cli import analysis_cmds, core_cmds, fusion_cmds, serve_cmds  # noqa: F401  (registers the commands)
+from clipfuse.cli import analysis_cmds, core_cmds, fusion_cmds, methods_cmd, serve_cmds  # noqa: F401  (registers the commands)
 from clipfuse.cli.common import COMMANDS, PARSERS
 from clipfuse.cli.validate import OneLineParser, harden
 from clipfuse.errors import ClipfuseError
@@ -17,10 +17,17 @@ from clipfuse.errors import ClipfuseError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="clipfuse", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"clipfuse {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in PARSERS:
         add(sub)
     return harden(parser)
+
+
+def _version() -> str:
+    from clipfuse import __version__
+
+    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:

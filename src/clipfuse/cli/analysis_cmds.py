@@ -48,9 +48,9 @@ def cmd_analyze(args) -> int:
                 "dataset": bundle.dataset,
                 "n": comp.n_samples,
                 "best single": comp.best_backbone,
-                "best acc": 100 * comp.best_accuracy,
-                "oracle": 100 * comp.oracle_accuracy,
-                "oracle gap": 100 * comp.oracle_gap,
+                "best acc": float(comp.best_accuracy),
+                "oracle": float(comp.oracle_accuracy),
+                "oracle gap": float(comp.oracle_gap),
                 "disagreement": comp.mean_disagreement,
                 "mean JS": comp.mean_js_divergence,
             }
@@ -59,7 +59,7 @@ def cmd_analyze(args) -> int:
             print(f"\n{bundle.dataset}/{split}: per-backbone top-1 (%)")
             print_table(
                 [
-                    {"backbone": n, "top1": 100 * float(a), "alone correct": int(u)}
+                    {"backbone": n, "top1": float(a), "alone correct": int(u)}
                     for n, a, u in zip(comp.backbones, comp.accuracy, comp.unique_correct_count)
                 ],
                 ["backbone", "top1", "alone correct"],
@@ -129,7 +129,7 @@ def cmd_robustness(args) -> int:
         {
             "perturbation": f"{r['perturbation']}-{r['severity']}",
             "model": r["method"],
-            "top1": 100 * r["accuracy"],
+            "top1": float(r["accuracy"]),
             "drop": r["drop_points"],
         }
         for r in result["records"]

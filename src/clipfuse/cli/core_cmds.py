@@ -130,8 +130,8 @@ def cmd_zeroshot(args) -> int:
     print(f"prompt templates: {len(bundle.templates)} (first: {first!r})")
     print_table(rows, ["backbone", "top1", "top5", "mean_per_class_recall"])
     if per_class is not None:
-        print("\nrecall per class:")
-        print_table(per_class, ["class", "n", *bundle.names])
+        print("\nrecall per class (%):")
+        print_table(per_class, ["class", "n", *bundle.names], percent=bundle.names)
     return 0
 
 

@@ -146,7 +146,7 @@ def cmd_predict(args) -> int:
         progress=not args.quiet,
     )
     for f in failures:
-        print(f"skipped unreadable image {f['image']}: {f['error']}", file=sys.stderr)
+        print(f"skipped unreadable image {f['image']} ({f['kind']}): {f['error']}", file=sys.stderr)
     if not predictions:
         raise ClipfuseError(f"none of the {len(failures)} image(s) could be read")
     if args.json:
@@ -291,7 +291,7 @@ def cmd_tradeoffs(args) -> int:
             {
                 "point": p["label"],
                 "cost": p["cost"],
-                "top1": 100 * p["accuracy"],
+                "top1": float(p["accuracy"]),
                 "backbones/img": p["backbones"],
             }
             for p in report["prefix_curve"] + [report["cascade"]]
@@ -305,7 +305,7 @@ def cmd_tradeoffs(args) -> int:
                     "budget": s["budget"],
                     "subset": "+".join(s["backbones"]),
                     "cost": s["cost"],
-                    "top1": 100 * s["test_accuracy"],
+                    "top1": float(s["test_accuracy"]),
                 }
                 for s in report["subsets"]
             ],

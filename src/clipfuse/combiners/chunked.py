@@ -62,6 +62,7 @@ def evaluate_chunks(
         _, n, c = check_logits(logits)
         check_labels(y, n, c)
         labels = to_tensor(y, torch.int64, "cpu")
+        logits = to_tensor(logits)  # store memmaps: tensors out, not numpy
         for name, combiner in combiners.items():
             start = time.perf_counter()
             fused = combiner.predict_logits(features, logits).float().cpu()
@@ -80,5 +81,5 @@ def evaluate_chunks(
 
 def predict_chunks(combiner: Combiner, chunks: Iterable[Chunk]) -> torch.Tensor:
     """(N,) int64 predictions over all chunks, on CPU (labels in the chunks are ignored)."""
-    preds = [combiner.predict(features, logits).cpu() for features, logits, _ in chunks]
+    preds = [combiner.predict(features, to_tensor(logits)).cpu() for features, logits, _ in chunks]
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)
