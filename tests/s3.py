@@ -65,3 +65,12 @@ def list_keys(bucket: str) -> dict[str, bytes]:
         for item in page.get("Contents", []):
             out[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
     return out
+
+
+def list_names(bucket: str) -> list[str]:
+    """The keys of `bucket` (one listing, no downloads)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]

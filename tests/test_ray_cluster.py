@@ -23,7 +23,7 @@ from clipfuse.extraction.engine import extract
 from clipfuse.store import FeatureStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from s3 import list_keys, make_bucket, moto_s3  # noqa: E402
+from s3 import list_keys, list_names, make_bucket, moto_s3  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RUN = {"batch_size": 32, "shard_size": 64, "progress": False}
@@ -66,27 +66,48 @@ def work():
     )
 
 
-def _encoder_node(ray) -> str | None:
-    from ray.util.state import list_actors
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found.extend(kids)
+        todo.extend(kids)
+    return found
 
-    for actor in list_actors(filters=[("state", "=", "ALIVE")]):
-        if "MapWorker" in actor.class_name:
-            return actor.node_id
-    return None
+
+def _runs_encoder(node) -> bool:
+    """True if a process under this node's raylet is a Ray Data actor (`ray::MapWorker(...)`)."""
+    raylet = node.all_processes["raylet"][0].process.pid
+    for pid in _descendants(raylet):
+        try:
+            if b"MapWorker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
-def _kill_when(first_written, ray, cluster, workers, killed: list) -> threading.Thread:
-    """A thread that removes the worker node hosting the encoder once `first_written()`."""
+def _kill_when(written, cluster, workers, killed: list) -> threading.Thread:
+    """A thread that removes the worker node hosting the encoder once `written()` (the number of
+    shards committed) is at least 1, recording that number in `killed`."""
 
     def run() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not first_written():
+        while time.monotonic() < deadline and not written():
             time.sleep(0.05)
-        node_id = _encoder_node(ray)
         for node in workers:
-            if node.node_id == node_id and node not in killed:
-                killed.append(node)
+            if node not in killed and _runs_encoder(node):
+                done = written()
                 cluster.remove_node(node, allow_graceful=False)
+                killed.extend([node, done])
                 return
 
     thread = threading.Thread(target=run, daemon=True)
@@ -99,7 +120,7 @@ def _shards(root: Path) -> dict[str, bytes]:
 
 
 def test_node_loss_mid_extraction(cluster, work, tmp_path):
-    ray, nodes, workers = cluster
+    _, nodes, workers = cluster
     backbones, dataset = work
     reference = tmp_path / "local"
     extract(backbones, dataset, FeatureStore(reference), **RUN)
@@ -108,17 +129,17 @@ def test_node_loss_mid_extraction(cluster, work, tmp_path):
     killed: list = []
     written_at_kill: dict = {}
 
-    def first_written() -> bool:
+    def written() -> int:
         found = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").glob("views/*/*/shard-*")}
         written_at_kill.update(found)
-        return bool(found)
+        return len(found)
 
-    thread = _kill_when(first_written, ray, nodes, workers, killed)
+    thread = _kill_when(written, nodes, workers, killed)
     engine = get_engine("ray")
     started = time.monotonic()
     report = engine.extract(backbones, dataset, store, **RUN)
     thread.join(timeout=5)
-    assert killed, "no worker node was killed"
+    assert killed and 1 <= killed[1] < LIMIT // 64, "no worker node was killed mid-job"
     assert report.shards_written == LIMIT // 64  # every shard committed once
     assert all(p.stat().st_mtime_ns == t for p, t in written_at_kill.items())  # not rewritten
     assert _shards(tmp_path / "ray") == _shards(reference)
@@ -128,7 +149,7 @@ def test_node_loss_mid_extraction(cluster, work, tmp_path):
 
 
 def test_node_loss_against_s3(cluster, work, tmp_path):
-    ray, nodes, workers = cluster
+    _, nodes, workers = cluster
     backbones, dataset = work
     reference = tmp_path / "local"
     extract(backbones, dataset, FeatureStore(reference), **RUN)
@@ -137,10 +158,10 @@ def test_node_loss_against_s3(cluster, work, tmp_path):
     store = FeatureStore(url)
     killed: list = []
 
-    def first_written() -> bool:
-        return any(k.endswith(".commit") for k in list_keys("cluster"))
+    def written() -> int:
+        return sum(k.endswith(".commit") for k in list_names("cluster"))
 
-    thread = _kill_when(first_written, ray, nodes, workers, killed)
+    thread = _kill_when(written, nodes, workers, killed)
     report = get_engine("ray").extract(backbones, dataset, store, **RUN)
     thread.join(timeout=5)
     assert report.shards_written == LIMIT // 64
@@ -150,4 +171,4 @@ def test_node_loss_against_s3(cluster, work, tmp_path):
     assert got == _shards(reference)
     again = get_engine("ray").extract(backbones, dataset, FeatureStore(url), **RUN)
     assert (again.images_processed, again.shards_written) == (0, 0)
-    assert killed, "no worker node was killed"
+    assert killed and 1 <= killed[1] < LIMIT // 64, "no worker node was killed mid-job"
