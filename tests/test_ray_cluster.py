@@ -104,8 +104,9 @@ def _kill_when(written, cluster, workers, killed: list) -> threading.Thread:
         while time.monotonic() < deadline and not written():
             time.sleep(0.05)
         for node in workers:
-            if node not in killed and _runs_encoder(node):
+            if _runs_encoder(node):
                 done = written()
+                workers.remove(node)  # the next test sees the surviving nodes only
                 cluster.remove_node(node, allow_graceful=False)
                 killed.extend([node, done])
                 return

@@ -410,7 +410,8 @@ class StoreEntry:
         upload that stays invisible until ``commit_shard``) and return its receipt."""
         fails = list(failures)
         payload = self.shard_bytes(i, features, indices, labels, sample_ids, fails)
-        self.files.write(self._shard_rel(i), payload)
+        if not self._holds(i, payload):  # a retried block finds its shard already written
+            self.files.write(self._shard_rel(i), payload)
         return ShardReceipt(
             shard=int(i),
             size=len(payload),
@@ -418,6 +419,16 @@ class StoreEntry:
             rows=int(np.asarray(indices).shape[0]),
             failures=len(fails),
         )
+
+    def _holds(self, i: int, payload: bytes) -> bool:
+        """True if shard ``i``'s file already has exactly these bytes (local folders only: there
+        a file exists only complete; an object store is simply written again)."""
+        if self.files.remote:
+            return False
+        try:
+            return self.files.read_bytes(self._shard_rel(i)) == payload
+        except OSError:
+            return False
 
     def commit_shard(self, receipt: ShardReceipt) -> None:
         """Make a staged shard visible: on an object store, write its commit marker (the
