@@ -201,10 +201,14 @@ class RemoteFiles:
     def errors(self, missing_ok: bool = False) -> Iterator[None]:
         try:
             yield
-        except FileNotFoundError:
-            if missing_ok and self.bucket_exists():
+        except FileNotFoundError as exc:
+            if not self.bucket_exists():
+                raise StoreError(self.missing_bucket_message()) from None
+            if missing_ok:
                 raise
-            raise StoreError(self.missing_bucket_message()) from None
+            raise StoreError(
+                f"store {self.url}: {_first_line(exc) or 'an object is missing'}"
+            ) from None
         except PermissionError:
             raise StoreError(
                 f"access to {self.url} denied: set {_CREDENTIALS.get(self.extra, 'the credentials')} "
