@@ -273,3 +273,49 @@ def test_a_failed_ray_task_is_one_line_with_the_user_error(ray_engine):
     with pytest.raises(DataError) as info:
         ray_engine.map(raise_data_error, [7])
     assert str(info.value) == "bad item 7"  # not Ray's multi-line traceback
+
+
+def test_a_complete_store_is_checked_before_ray_starts(
+    local_store, backbones, test_view, monkeypatch
+):
+    """`--engine ray` on finished work: the engine checks the store first and never starts Ray."""
+    import clipfuse.engines.ray as ray_module
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started for a no-op run")
+
+    monkeypatch.setattr(ray_module, "connect", no_ray)
+    engine = get_engine("ray")
+    report = engine.extract(backbones, test_view, FeatureStore(local_store), **RUN)
+    assert (report.images_processed, report.shards_written) == (0, 0)
+    engine.close()
+
+
+def test_float16_shards_equal_under_the_drivers_thread_count(
+    ray_engine, backbones, test_view, tmp_path, monkeypatch
+):
+    """Default float16 features with 2 torch threads in the driver: the actors use the driver's
+    thread count (oneDNN convolutions round differently with 1 thread), so the Ray shards are
+    the local ones byte for byte; the driver receives receipts, never features."""
+    import torch
+
+    import clipfuse.engines.ray as ray_module
+
+    seen: list[set[str]] = []
+    commit = ray_module._commit
+    monkeypatch.setattr(
+        ray_module, "_commit", lambda batch, *a: seen.append(set(batch)) or commit(batch, *a)
+    )
+    run = {**RUN, "feature_dtype": "float16"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        local = FeatureStore(tmp_path / "local")
+        get_engine("local").extract(backbones[:1], test_view, local, **run)
+        store = FeatureStore(tmp_path / "ray")
+        ray_engine.extract(backbones[:1], test_view, store, **run)
+    finally:
+        torch.set_num_threads(threads)
+    assert shard_bytes(store.root) == shard_bytes(local.root) and len(shard_bytes(local.root)) == 5
+    assert seen and all(not any(c.startswith("features") for c in cols) for cols in seen)
+    assert all("image" not in cols for cols in seen)

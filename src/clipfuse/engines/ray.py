@@ -1,28 +1,33 @@
 """The Ray engine: extraction as a Ray Data pipeline, evaluation draws as Ray tasks.
 
-Pipeline (one block = `batches_per_block` batch-size slices of one missing shard)::
+Pipeline (one block = one missing shard)::
 
-    from_items(chunks) -> map_batches(read_and_decode)             tasks: bytes read, decoded once
+    from_items(shards) -> map_batches(read_and_decode)             tasks: bytes read, decoded once
                        -> map_batches(BackboneEncoder, backbone 0)  actor pool, own preprocessing,
-                       -> ...                                       own num_cpus / num_gpus
-                       -> map_batches(BackboneEncoder, backbone B-1)
-                       -> driver: ShardAssembler writes each shard when all its rows arrived
+                       -> ...                                       own num_cpus / num_gpus; each
+                       -> map_batches(BackboneEncoder, backbone B-1) writes its backbone's shard
+                       -> driver: commits each shard from its receipt (size, SHA-256)
 
-The driver plans the run with `plan_extraction` and writes shards with `ShardAssembler`, the
-same code as the local engine, so both engines make the same store. Shards are written when
-complete, atomically, under deterministic names; a killed actor is restarted and its block
-retried by Ray Data; a killed driver leaves only complete shards, and the rerun does the rest.
+The driver plans the run with `plan_extraction`, the same code as the local engine, and writes
+only manifests (and, on an object store, the commit markers): feature bytes never reach it. The
+workers write shards with `StoreEntry.stage_shard`, the bytes the local engine writes. Shards are
+written when complete, under deterministic names; a killed actor is restarted and its block
+retried by Ray Data; a killed driver leaves only complete (committed) shards, and the rerun does
+the rest. Ray itself is started only when a run has something to do.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from clipfuse.backbones.backbone import Backbone
@@ -35,10 +40,10 @@ from clipfuse.extraction.engine import (
     DEFAULT_SHARD_SIZE,
     ExtractionPlan,
     ExtractionReport,
-    ShardAssembler,
     plan_extraction,
 )
 from clipfuse.store import FeatureStore
+from clipfuse.store.entry import ShardReceipt
 
 INSTALL_HINT = 'the Ray engine needs Ray Data: pip install "clipfuse[ray]"'
 CONNECT_TIMEOUT_S = 5.0
@@ -67,13 +72,9 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-def connect(address: str | None, **init_kwargs: Any) -> bool:
-    """Join the cluster at `address` (None: start a local Ray); True if this call started Ray.
-
-    An address that does not answer a TCP connect within CONNECT_TIMEOUT_S fails at once with one
-    line: `ray.init` itself retries an unreachable head for a minute or more.
-    """
-    ray = import_ray()
+def probe(address: str | None) -> None:
+    """An address that does not answer a TCP connect within CONNECT_TIMEOUT_S fails at once with
+    one line: `ray.init` itself retries an unreachable head for a minute or more."""
     if address is not None:
         target = _host_port(address)
         if target is not None:
@@ -85,6 +86,12 @@ def connect(address: str | None, **init_kwargs: Any) -> bool:
                     f"cannot reach a Ray cluster at {address} ({reason}); start one with "
                     "`ray start --head` or check --ray-address"
                 ) from None
+
+
+def connect(address: str | None, **init_kwargs: Any) -> bool:
+    """Join the cluster at `address` (None: start a local Ray); True if this call started Ray."""
+    ray = import_ray()
+    probe(address)
     if ray.is_initialized():
         return False
     _absolute_pythonpath()
@@ -119,7 +126,6 @@ class PoolShape:
     num_cpus: float
     num_gpus: float
     concurrency: int
-    threads: int  # torch intra-op threads per actor
 
 
 def pool_shapes(
@@ -135,7 +141,7 @@ def pool_shapes(
     """
     b = max(1, len(backbones))
     share = cpus / (b + 1)
-    cpu_shape = PoolShape(1.0, 0.0, int(share), 1) if share >= 1 else PoolShape(share, 0.0, 1, 1)
+    cpu_shape = PoolShape(1.0, 0.0, int(share)) if share >= 1 else PoolShape(share, 0.0, 1)
     on_gpu = [bb for bb in backbones if bb.device.type == "cuda"]
     known = [bb.info.image_gflops for bb in on_gpu if bb.info.image_gflops]
     weight = {
@@ -146,8 +152,8 @@ def pool_shapes(
     def gpu_shape(bb: Backbone) -> PoolShape:
         gpu_share = gpus * weight[id(bb)] / total
         if gpu_share >= 1:
-            return PoolShape(1.0, 1.0, int(gpu_share), 1)
-        return PoolShape(1.0, max(gpu_share, 0.01), 1, 1)
+            return PoolShape(1.0, 1.0, int(gpu_share))
+        return PoolShape(1.0, max(gpu_share, 0.01), 1)
 
     shapes = tuple(gpu_shape(bb) if bb.device.type == "cuda" else cpu_shape for bb in backbones)
     return shapes, min(1.0, share)
@@ -157,24 +163,33 @@ class RayEngine(Engine):
     """Ray Data extraction and Ray-task evaluation on the cluster at `address`.
 
     `address=None` starts a local Ray instance (stopped by `close`); an already initialised Ray
-    (e.g. `ray.init(num_cpus=2)` in a test) is used as it is and left running.
+    (e.g. `ray.init(num_cpus=2)` in a test) is used as it is and left running. Creating the
+    engine checks that Ray is installed and the address answers; Ray is started (or joined) on
+    first use, so a rerun with nothing to extract never pays Ray's start-up.
     """
 
     name = "ray"
 
-    def __init__(
-        self, address: str | None = None, batches_per_block: int = 4, **init_kwargs: Any
-    ) -> None:
+    def __init__(self, address: str | None = None, **init_kwargs: Any) -> None:
         self.ray = import_ray()
-        self.batches_per_block = batches_per_block  # fewer, larger Ray calls; see BENCHMARKS.md
-        self.started = connect(address, **init_kwargs)
+        probe(address)
+        self.address, self.init_kwargs = address, init_kwargs
+        self.started = False
+        self.connected = False
+
+    def connect(self) -> None:
+        if not self.connected:
+            self.started = connect(self.address, **self.init_kwargs)
+            self.connected = True
 
     def close(self) -> None:
         if self.started and self.ray.is_initialized():
             self.ray.shutdown()
         self.started = False
+        self.connected = False
 
     def map(self, fn: Callable[[Any, T], R], items: Sequence[T], shared: Any = None) -> list[R]:
+        self.connect()
         ray = self.ray
         shared_ref = ray.put(shared)  # sent once, read by every task
         task = ray.remote(num_cpus=1)(_call)
@@ -201,18 +216,23 @@ class RayEngine(Engine):
         )
         if not plan.todo_shards:
             return plan.close()
-        assembler = ShardAssembler(plan, backbones, dataset)
-        pipeline = self._pipeline(backbones, dataset, plan, batch_size, perturbation)
+        self.connect()
+        pipeline = self._pipeline(backbones, dataset, plan, batch_size, perturbation, store)
         desc = f"extract {dataset.name}/{dataset.split} (ray)"
+        expected = {(b, s) for s, needs in plan.needs_by_shard.items() for b in needs}
         with (
             tqdm(total=len(plan.positions), unit="img", desc=desc, disable=not progress) as bar,
             _job_errors(self.ray),
         ):
             for batch in pipeline.iter_batches(batch_size=None, batch_format="numpy"):
-                ok, encoded, failures = _unpack(batch, plan)
-                assembler.add(ok, encoded, failures)
-                bar.update(len(ok) + len(failures))
-        return assembler.close()
+                done = _commit(batch, plan, dataset)
+                expected -= done
+                bar.update(len(batch["position"]))
+        if expected:
+            raise EngineError(
+                f"the Ray job ended without writing {len(expected)} shard(s); rerun to finish"
+            )
+        return plan.close()
 
     def _pipeline(
         self,
@@ -221,6 +241,7 @@ class RayEngine(Engine):
         plan: ExtractionPlan,
         batch_size: int,
         perturbation: Perturbation | None,
+        store: FeatureStore,
     ):
         ray = self.ray
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # no "progress bars disabled"
@@ -228,12 +249,10 @@ class RayEngine(Engine):
         context.enable_progress_bars = False  # one tqdm bar on the driver instead
         context.execution_options.preserve_order = False  # the assembler takes any order
         context.execution_options.verbose_progress = False
-        rows = batch_size * self.batches_per_block
+        context.target_max_block_size = None  # a block is one shard: never split it
         chunks = [
-            {"shard": s, "start": a, "stop": min(a + rows, stop)}
+            {"shard": s, "start": plan.ranges[s][0], "stop": plan.ranges[s][1]}
             for s in plan.todo_shards
-            for start, stop in [plan.ranges[s]]
-            for a in range(start, stop, rows)
         ]
         resources = ray.cluster_resources()
         if any(bb.device.type == "cuda" for bb in backbones) and not resources.get("GPU"):
@@ -265,8 +284,13 @@ class RayEngine(Engine):
                     "needs_by_shard": plan.needs_by_shard,
                     "batch_size": batch_size,
                     "shard_size": plan.shard_size,
-                    "threads": shape.threads,
+                    # the driver's thread count: oneDNN's convolutions round differently with
+                    # another one (zoo:rn-tiny, 1 vs 2 threads: 3,339 of 4,096 float32 differ)
+                    "threads": torch.get_num_threads(),
                     "keep_images": b < len(backbones) - 1,
+                    "store": store,
+                    "entry_key": plan.entries[b].key,
+                    "dataset": dataset,
                 },
                 compute=ray.data.ActorPoolStrategy(size=shape.concurrency),
                 num_cpus=shape.num_cpus,
@@ -275,23 +299,27 @@ class RayEngine(Engine):
         return ds
 
 
-def _unpack(batch: dict[str, Any], plan: ExtractionPlan):
-    """An output block -> the (ok positions, {backbone: (positions, features)}, failures) triple
-    that `ShardAssembler.add` takes; rows a backbone did not need carry no features."""
-    positions = [int(p) for p in batch["position"]]
-    errors = [str(e) for e in batch["error"]]
-    ok = [p for p, e in zip(positions, errors) if not e]
-    failures = [(p, e) for p, e in zip(positions, errors) if e]
-    encoded = {}
-    for b in range(len(plan.entries)):
-        rows = [
-            r
-            for r, (p, e) in enumerate(zip(positions, errors))
-            if not e and b in plan.needs_by_shard[p // plan.shard_size]
-        ]
-        if rows:
-            encoded[b] = ([positions[r] for r in rows], batch[f"features_{b}"][rows])
-    return ok, encoded, failures
+def _commit(batch: dict[str, Any], plan: ExtractionPlan, dataset: ImageDataset) -> set:
+    """An output block (positions, decode errors, one receipt per backbone's shard written) ->
+    the shards committed and the report updated; returns the `(backbone, shard)` pairs done."""
+    report = plan.report
+    if report.first_batch_seconds is None:
+        report.first_batch_seconds = time.perf_counter() - plan.start_time
+    for position, error in zip(batch["position"], batch["error"]):
+        if error:
+            report.failures.append(
+                {"index": int(position), "sample_id": dataset.sample_ids[position], "error": error}
+            )
+    report.images_processed += len(batch["position"])
+    done = set()
+    for b, entry in enumerate(plan.entries):
+        for text in batch[f"receipt_{b}"]:
+            if text:
+                receipt = ShardReceipt(**json.loads(text))
+                entry.commit_shard(receipt)
+                report.shards_written += 1
+                done.add((b, receipt.shard))
+    return done
 
 
 def _call(fn, shared, item):

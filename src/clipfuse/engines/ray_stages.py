@@ -1,17 +1,20 @@
 """The worker side of the Ray engine: the functions and actors Ray Data runs on the cluster.
 
-A block of the pipeline holds a few of the local engine's batches (`batch_size` slices of one
-shard). Each stage handles one whole block (`batch_size=None`) and the encoders run one forward
-per local batch, so every backbone encodes exactly the image batches the local engine encodes,
-and the features come out bit-identical.
+A block of the pipeline is one shard. Each stage handles one whole block (`batch_size=None`) and
+the encoders run one forward per local batch (`batch_size` slices of the shard) with the driver's
+thread count, so every backbone encodes exactly the image batches the local engine encodes and
+the features come out bit-identical. Each encoder writes its backbone's shard itself and passes
+on only a receipt: feature bytes go from the worker to the store, never to the driver.
 
 This module imports no Ray: the stages are plain callables that Ray Data ships to its workers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,7 @@ from clipfuse.data.dataset import ImageDataset
 from clipfuse.data.readers import decode
 from clipfuse.errors import BackboneError, DataError
 from clipfuse.extraction.decode_once import Perturbation
+from clipfuse.store import EntryKey, FeatureStore
 
 CRASH_ONCE_ENV = "CLIPFUSE_RAY_CRASH_ONCE"  # test hook: path of a trigger file, see _maybe_crash
 EMPTY_IMAGE = np.zeros((0, 0, 3), np.uint8)
@@ -73,7 +77,7 @@ def read_and_decode(
 
 
 class BackboneEncoder:
-    """Actor: one backbone, loaded once per actor, encoding the images of the shards it lacks.
+    """Actor: one backbone, loaded once per actor, encoding and writing the shards it lacks.
 
     The model is loaded from its canonical spec on the worker and must have the fingerprint (and
     preprocessing) the driver recorded in the manifest, so a node with other weights under the
@@ -94,6 +98,9 @@ class BackboneEncoder:
         shard_size: int,
         threads: int,
         keep_images: bool,
+        store: FeatureStore,
+        entry_key: EntryKey,
+        dataset: ImageDataset,
     ) -> None:
         from clipfuse.backbones import load_backbone
 
@@ -110,6 +117,8 @@ class BackboneEncoder:
         self.wanted = {s for s, needs in needs_by_shard.items() if index in needs}
         self.keep_images = keep_images
         self.batch_size, self.shard_size = batch_size, shard_size
+        self.entry = store.entry(entry_key)
+        self.labels, self.sample_ids = dataset.labels, dataset.sample_ids
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         _maybe_crash()
@@ -129,11 +138,38 @@ class BackboneEncoder:
                 ]
             )
             features[rows] = self.backbone.encode_images(pixels).cpu().numpy()
-        out = dict(batch)
-        out[f"features_{self.index}"] = features
-        if not self.keep_images:
-            del out["image"]
+        receipts = np.full(n, "", dtype=object)
+        for shard in sorted({int(s) for s in batch["shard"]} & self.wanted):
+            rows = np.flatnonzero(batch["shard"] == shard)
+            receipts[rows[0]] = self._write(shard, batch, rows, features)
+        out = {k: v for k, v in batch.items() if k != "image" or self.keep_images}
+        out[f"receipt_{self.index}"] = receipts
         return out
+
+    def _write(self, shard: int, batch: dict[str, np.ndarray], rows, features) -> str:
+        """Write this backbone's shard from the block's rows; the receipt as JSON (the driver
+        commits it). Refuses a block that holds only part of the shard."""
+        positions = batch["position"][rows]
+        start, stop = self.entry.shard_range(shard)
+        if sorted(int(p) for p in positions) != list(range(start, stop)):
+            raise RuntimeError(f"a Ray block holds part of shard {shard} only; cannot write it")
+        ok = [r for r in rows if not batch["error"][r]]
+        idx = batch["position"][ok].astype(np.int64)
+        failures = [
+            {"index": int(p), "sample_id": self.sample_ids[p], "error": str(batch["error"][r])}
+            for r in rows
+            if batch["error"][r]
+            for p in [int(batch["position"][r])]
+        ]
+        receipt = self.entry.stage_shard(
+            shard,
+            features=features[ok],
+            indices=idx,
+            labels=self.labels[idx],
+            sample_ids=[self.sample_ids[i] for i in idx],
+            failures=failures,
+        )
+        return json.dumps(asdict(receipt))
 
 
 def _maybe_crash() -> None:

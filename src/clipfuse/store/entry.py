@@ -12,6 +12,11 @@ Shard ``i`` covers positions ``[i * shard_size, min((i + 1) * shard_size, num_sa
 dataset view. A shard file exists only once it is complete (it is renamed into place), so "which
 shards are missing" is a directory listing, a killed run resumes by writing the missing ones, and a
 worker needs nothing but ``(root, key, i)`` to produce shard ``i``.
+
+On an object store (:class:`clipfuse.store.files.RemoteFiles`) the same layout holds, without temp
+files, plus ``shard-XXXXX.safetensors.commit`` beside each committed shard: there "written" means
+"has a commit marker", and a shard is written in two steps, ``stage_shard`` (any process: the
+upload) then ``commit_shard`` (the committer: the marker). ``write_shard`` does both.
 """
 
 from __future__ import annotations
@@ -32,21 +37,25 @@ from typing import Any
 import numpy as np
 
 from clipfuse.errors import ProvenanceMismatchError, StoreError
-from clipfuse.store.atomic import (
-    atomic_write_bytes,
-    atomic_write_json,
-    fsync_dir,
-    remove_stale_temps,
-)
+from clipfuse.store.atomic import fsync_dir, remove_stale_temps
+from clipfuse.store.files import LocalFiles, RemoteFiles
 from clipfuse.store.keys import EntryKey
-from clipfuse.store.locking import store_lock
 from clipfuse.store.provenance import first_difference, normalise
-from clipfuse.store.safetensors_mmap import encode, read_mmap
+from clipfuse.store.safetensors_mmap import (
+    encode,
+    header_metadata,
+    parse_header,
+    read_mmap,
+    read_ranged,
+    tensor_layout,
+)
 
 ENTRY_FORMAT = "clipfuse-entry"
 SHARD_FORMAT = "clipfuse-shard"
 FORMAT_VERSION = 1
 _SHARD_RE = re.compile(r"^shard-(\d{5,})\.safetensors$")
+_COMMIT_RE = re.compile(r"^shard-(\d{5,})\.safetensors\.commit$")
+COMMIT_SUFFIX = ".commit"
 _VERSIONED_PACKAGES = ("clipfuse", "numpy", "safetensors", "torch", "open_clip_torch")
 
 
@@ -56,6 +65,22 @@ FEATURE_DTYPES = ("float16", "float32")
 def shard_name(i: int) -> str:
     """File name of shard ``i``."""
     return f"shard-{i:05d}.safetensors"
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Indented, key-sorted JSON (stable bytes for equal objects), as manifests are written."""
+    return (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+@dataclass(frozen=True)
+class ShardReceipt:
+    """What a writer hands the committer for one staged shard: which, how big, which bytes."""
+
+    shard: int
+    size: int
+    sha256: str
+    rows: int
+    failures: int
 
 
 def _utc_now() -> str:
@@ -147,40 +172,50 @@ def _failure(record: Mapping[str, Any]) -> dict[str, Any]:
 class StoreEntry:
     """Handle on one entry directory; cheap to create, safe to use from many processes at once."""
 
-    def __init__(self, root: Path, key: EntryKey, lock_timeout: float) -> None:
-        self.root = Path(root)
+    def __init__(self, files: LocalFiles | RemoteFiles, key: EntryKey, lock_timeout: float) -> None:
+        self.files = files
+        self.root = files.root
         self.key = key
-        self.path = self.root / "views" / key.view / key.backbone
+        self.rel = f"views/{key.view}/{key.backbone}"
+        self.path = files.path(self.rel) if not files.remote else files.full(self.rel)
         self.lock_timeout = lock_timeout
         self._layout_cache: tuple[int, int] | None = None
         self._dtype_cache: str | None = None
 
     def __repr__(self) -> str:
-        return f"StoreEntry({str(self.key)!r}, root={str(self.root)!r})"
+        return f"StoreEntry({str(self.key)!r}, root={self.files.url!r})"
 
     # -- manifest -------------------------------------------------------------------------------
 
     @property
-    def manifest_path(self) -> Path:
-        return self.path / "manifest.json"
+    def manifest_path(self) -> Path | str:
+        return (
+            self.files.path(self._manifest_rel)
+            if not self.files.remote
+            else self.files.full(self._manifest_rel)
+        )
+
+    @property
+    def _manifest_rel(self) -> str:
+        return f"{self.rel}/manifest.json"
 
     def exists(self) -> bool:
         """True once ``begin`` has written the manifest."""
-        return self.manifest_path.is_file()
+        return self.files.is_file(self._manifest_rel)
 
     def lock(self) -> AbstractContextManager[None]:
         """The inter-process lock guarding this entry's manifest."""
         digest = hashlib.sha1(str(self.key).encode()).hexdigest()[:8]  # keeps long keys unique
         name = f"entry.{self.key.view[:80]}.{self.key.backbone[:80]}.{digest}"
-        return store_lock(self.root, name, self.lock_timeout)
+        return self.files.lock(name, self.lock_timeout)
 
     def manifest(self) -> dict[str, Any]:
         """The manifest as on disk now; ``StoreError`` if the entry was never begun."""
         try:
-            text = self.manifest_path.read_text(encoding="utf-8")
+            text = self.files.read_bytes(self._manifest_rel).decode("utf-8")
         except FileNotFoundError:
             raise StoreError(
-                f"store entry {self.key} does not exist in {self.root}; run extract"
+                f"store entry {self.key} does not exist in {self.files.url}; run extract"
             ) from None
         try:
             manifest = json.loads(text)
@@ -234,7 +269,7 @@ class StoreEntry:
             "provenance": normalise(dict(provenance)),
         }
         with self.lock():
-            if self.manifest_path.exists():
+            if self.exists():
                 manifest = self.manifest()
                 for name, value in given.items():
                     diff = first_difference(manifest.get(name), value, name)
@@ -256,9 +291,9 @@ class StoreEntry:
                     "created_by": {"host": platform.node(), "pid": os.getpid()},
                     "library_versions": library_versions(),
                 }
-                self.path.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(self.manifest_path, manifest)
-                fsync_dir(self.path.parent)
+                self.files.write(self._manifest_rel, json_bytes(manifest))
+                if not self.files.remote:
+                    fsync_dir(self.path.parent)
         self._layout_cache = (given["num_samples"], given["shard_size"])
         self._dtype_cache = feature_dtype
         self.clean_temp_files()
@@ -280,16 +315,19 @@ class StoreEntry:
             )
         return i * shard_size, min((i + 1) * shard_size, num_samples)
 
-    def shard_path(self, i: int) -> Path:
-        return self.path / shard_name(i)
+    def shard_path(self, i: int) -> Path | str:
+        rel = self._shard_rel(i)
+        return self.files.path(rel) if not self.files.remote else self.files.full(rel)
+
+    def _shard_rel(self, i: int) -> str:
+        return f"{self.rel}/{shard_name(i)}"
 
     def written_shards(self) -> list[int]:
-        """Indices of committed shard files (one directory listing; temp files don't count)."""
-        try:
-            names = os.listdir(self.path)
-        except FileNotFoundError:
-            return []
-        return sorted(int(m[1]) for m in map(_SHARD_RE.match, names) if m is not None)
+        """Indices of committed shards: one listing (local: shard files, never temp files;
+        object store: commit markers, never uploads not yet committed)."""
+        pattern = _COMMIT_RE if self.files.remote else _SHARD_RE
+        names = self.files.listdir(self.rel)
+        return sorted(int(m[1]) for m in map(pattern.match, names) if m is not None)
 
     def missing_shards(self) -> list[int]:
         """Shards not yet written; empty means a rerun has nothing to do."""
@@ -299,7 +337,7 @@ class StoreEntry:
     def is_complete(self) -> bool:
         return self.exists() and not self.missing_shards()
 
-    def write_shard(
+    def shard_bytes(
         self,
         i: int,
         features: np.ndarray,
@@ -307,8 +345,8 @@ class StoreEntry:
         labels: np.ndarray,
         sample_ids: Sequence[str],
         failures: Iterable[Mapping[str, Any]] = (),
-    ) -> Path:
-        """Atomically write shard ``i`` (overwriting an existing one with the new content).
+    ) -> bytes:
+        """The file bytes of shard ``i`` (deterministic: equal rows give equal bytes).
 
         Every position of the shard's range must appear exactly once, either as a row (``indices``)
         or in ``failures``. Rows are stored sorted by position, features as float16. Needs only the
@@ -340,7 +378,7 @@ class StoreEntry:
                 f"by indices or failures ({n} rows + {len(fails)} failures given)"
             )
         order = np.argsort(idx, kind="stable")
-        payload = encode(
+        return encode(
             {"features": halves[order], "indices": idx[order], "labels": lab[order]},
             {
                 "format": SHARD_FORMAT,
@@ -352,17 +390,106 @@ class StoreEntry:
                 "failures": fails,
             },
         )
-        path = self.shard_path(i)
-        atomic_write_bytes(path, payload)
-        return path
+
+    def write_shard(self, i: int, *args: Any, **kwargs: Any) -> Path | str:
+        """Write and commit shard ``i`` (overwriting an existing one with the new content); takes
+        ``shard_bytes``'s arguments. Needs only the manifest, so any process can write any shard."""
+        self.commit_shard(self.stage_shard(i, *args, **kwargs))
+        return self.shard_path(i)
+
+    def stage_shard(
+        self,
+        i: int,
+        features: np.ndarray,
+        indices: np.ndarray,
+        labels: np.ndarray,
+        sample_ids: Sequence[str],
+        failures: Iterable[Mapping[str, Any]] = (),
+    ) -> ShardReceipt:
+        """Write shard ``i``'s bytes (local: atomically, which also commits it; object store: one
+        upload that stays invisible until ``commit_shard``) and return its receipt."""
+        fails = list(failures)
+        payload = self.shard_bytes(i, features, indices, labels, sample_ids, fails)
+        if not self._holds(i, payload):  # a retried block finds its shard already written
+            self.files.write(self._shard_rel(i), payload)
+        return ShardReceipt(
+            shard=int(i),
+            size=len(payload),
+            sha256=hashlib.sha256(payload).hexdigest(),
+            rows=int(np.asarray(indices).shape[0]),
+            failures=len(fails),
+        )
+
+    def _holds(self, i: int, payload: bytes) -> bool:
+        """True if shard ``i``'s file already has exactly these bytes (local folders only: there
+        a file exists only complete; an object store is simply written again)."""
+        if self.files.remote:
+            return False
+        try:
+            return self.files.read_bytes(self._shard_rel(i)) == payload
+        except OSError:
+            return False
+
+    def commit_shard(self, receipt: ShardReceipt) -> None:
+        """Make a staged shard visible: on an object store, write its commit marker (the
+        manifest entry of that shard); locally the rename in ``stage_shard`` was the commit."""
+        if self.files.remote:
+            marker = {"shard": receipt.shard, "size": receipt.size, "sha256": receipt.sha256}
+            self.files.write(self._shard_rel(receipt.shard) + COMMIT_SUFFIX, json_bytes(marker))
+
+    def _read_commit(self, i: int) -> dict[str, Any]:
+        try:
+            return json.loads(self.files.read_bytes(self._shard_rel(i) + COMMIT_SUFFIX))
+        except FileNotFoundError:
+            raise StoreError(
+                f"shard {i} of store entry {self.key} is not written yet; run extract"
+            ) from None
+        except ValueError as exc:
+            raise StoreError(f"corrupt commit marker of shard {i} of {self.key}: {exc}") from exc
+
+    def _remote_reader(self, i: int) -> tuple[Any, int, str]:
+        """``(read(start, end), size, name)`` of a committed remote shard, checked against its
+        marker (a shard overwritten with other bytes than committed is refused)."""
+        rel = self._shard_rel(i)
+        size = self.files.size(rel)
+        if size != int(self._read_commit(i)["size"]):
+            raise StoreError(
+                f"{self.files.full(rel)} differs from its commit marker; re-extract it"
+            )
+        return (lambda a, b: self.files.read_range(rel, a, b)), size, self.files.full(rel)
+
+    def shard_header(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(tensor shapes, metadata)`` of shard ``i`` from its header alone (two small reads,
+        not the features): what ``finalize`` and summaries need."""
+        if self.files.remote:
+            read, size, where = self._remote_reader(i)
+        else:
+            path = self.files.path(self._shard_rel(i))
+            if not path.is_file():
+                raise StoreError(
+                    f"shard {i} of store entry {self.key} is not written yet; run extract"
+                )
+            size, where = path.stat().st_size, str(path)
+            read = lambda a, b: self.files.read_range(self._shard_rel(i), a, b)  # noqa: E731
+        header, start = parse_header(read, size, where)
+        shapes = {
+            n: shape for n, (_, shape, _, _) in tensor_layout(header, start, size, where).items()
+        }
+        return shapes, header_metadata(header)
 
     def read_shard(self, i: int) -> EntryData:
-        """Shard ``i`` with zero-copy, read-only ``np.memmap`` arrays."""
+        """Shard ``i`` with zero-copy, read-only ``np.memmap`` arrays (object store: read-only
+        arrays from one ranged read of the tensor bytes)."""
         start, stop = self.shard_range(i)
         path = self.shard_path(i)
-        if not path.is_file():
-            raise StoreError(f"shard {i} of store entry {self.key} is not written yet; run extract")
-        arrays, meta = read_mmap(path)
+        if self.files.remote:
+            arrays, meta = read_ranged(*self._remote_reader(i))
+        else:
+            if not path.is_file():
+                raise StoreError(
+                    f"shard {i} of store entry {self.key} is not written yet; run extract"
+                )
+            arrays, meta = read_mmap(path)
         if meta.get("format") != SHARD_FORMAT or (meta.get("start"), meta.get("stop")) != (
             start,
             stop,
@@ -404,25 +531,28 @@ class StoreEntry:
         """Record counts and decode failures in the manifest once every shard exists; returns them."""
         with self.lock():
             self._require_complete()
-            parts = [self.read_shard(i) for i in range(self.num_shards)]
-            dims = sorted({p.features.shape[1] for p in parts if len(p)})
+            heads = [self.shard_header(i) for i in range(self.num_shards)]
+            rows = [shapes["features"] for shapes, _ in heads]
+            failures = [f for _, meta in heads for f in meta["failures"]]
+            dims = sorted({shape[1] for shape in rows if shape[0]})
             summary = {
-                "num_shards": len(parts),
-                "num_features": sum(len(p) for p in parts),
-                "num_failures": sum(len(p.failures) for p in parts),
+                "num_shards": len(heads),
+                "num_features": sum(shape[0] for shape in rows),
+                "num_failures": len(failures),
                 "feature_dim": dims[0] if len(dims) == 1 else dims,
                 "feature_dtype": self.feature_dtype,
-                "failures": [f for p in parts for f in p.failures],
+                "failures": failures,
             }
             manifest = self.manifest()
             previous = dict(manifest.get("summary", {}))
             previous.pop("finalized", None)
             if previous != summary:
                 manifest["summary"] = {**summary, "finalized": _utc_now()}
-                atomic_write_json(self.manifest_path, manifest)
+                self.files.write(self._manifest_rel, json_bytes(manifest))
         self.clean_temp_files()
         return manifest["summary"]
 
     def clean_temp_files(self) -> list[Path]:
-        """Remove temp files of writers that died (killed runs); live writers' files are kept."""
-        return remove_stale_temps(self.path)
+        """Remove temp files of writers that died (killed runs); live writers' files are kept.
+        An object store has none: an upload never committed is overwritten by the rerun."""
+        return [] if self.files.remote else remove_stale_temps(self.path)

@@ -6,6 +6,9 @@ Layout of ``root``::
     views/<view>/<backbone>/                 one entry (see :mod:`clipfuse.store.entry`)
     locks/<name>.lock                        inter-process locks (content: holder pid@host)
     <namespace>/<name>.safetensors (+.json)  small array sets, e.g. zero-shot text classifiers
+
+``root`` is a path, ``file://PATH`` or an fsspec URL (``s3://bucket/prefix``, ``gs://...``): see
+:mod:`clipfuse.store.files` for how each commits a write.
 """
 
 from __future__ import annotations
@@ -17,16 +20,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
 
 from clipfuse.errors import StoreError
 from clipfuse.paths import ensure_store_dir
-from clipfuse.store.atomic import atomic_write_bytes, atomic_write_json
-from clipfuse.store.entry import FORMAT_VERSION, StoreEntry
+from clipfuse.store.entry import FORMAT_VERSION, StoreEntry, json_bytes
+from clipfuse.store.files import open_files
 from clipfuse.store.keys import EntryKey, check_slug
-from clipfuse.store.locking import store_lock
 from clipfuse.store.provenance import normalise
-from clipfuse.store.safetensors_mmap import METADATA_KEY, encode
+from clipfuse.store.safetensors_mmap import encode, header_metadata, parse_header
 
 STORE_FORMAT = "clipfuse-feature-store"
 ARRAY_SET_FORMAT = "clipfuse-array-set"
@@ -41,21 +44,31 @@ class ArraySet(NamedTuple):
 
 
 class FeatureStore:
-    """Root of a feature store; creating one makes the directory and its ``store.json``."""
+    """Root of a feature store; creating one makes the directory (or prefix) and its ``store.json``.
+
+    Opening checks the location at once (a missing bucket, denied credentials, an unreachable
+    endpoint or a URL scheme without its filesystem fail here with one line, before any work).
+    """
 
     def __init__(self, root: str | Path, *, lock_timeout: float = 120.0) -> None:
-        self.root = Path(root).expanduser()
+        self.files = open_files(root)
+        self.root: Path | str = self.files.root if not self.files.remote else self.files.url
+        self.url = self.files.url
         self.lock_timeout = float(lock_timeout)
-        if self.root.exists() and not self.root.is_dir():
-            raise StoreError(f"feature store root {self.root} exists and is not a directory")
-        ensure_store_dir(self.root)
-        marker = self.root / "store.json"
+        if not self.files.remote:
+            if self.files.root.exists() and not self.files.root.is_dir():
+                raise StoreError(f"feature store root {self.root} exists and is not a directory")
+            ensure_store_dir(self.files.root)
         expected = {"format": STORE_FORMAT, "version": FORMAT_VERSION}
-        if marker.is_file():
+        try:
+            raw = self.files.read_bytes("store.json")
+        except FileNotFoundError:
+            raw = None
+        if raw is not None:
             try:
-                found = json.loads(marker.read_text(encoding="utf-8"))
+                found = json.loads(raw)
             except ValueError as exc:
-                raise StoreError(f"corrupt {marker}: {exc}") from exc
+                raise StoreError(f"corrupt {self.url}/store.json: {exc}") from exc
             if {k: found.get(k) for k in expected} != expected:
                 raise StoreError(
                     f"{self.root} holds a {found.get('format')!r} v{found.get('version')} store; "
@@ -63,7 +76,7 @@ class FeatureStore:
                 )
         else:  # concurrent creators write identical bytes, so the race is harmless
             try:
-                atomic_write_json(marker, expected)
+                self.files.write("store.json", json_bytes(expected))
             except OSError as exc:
                 raise StoreError(
                     f"cannot write to feature store {str(self.root)!r}: {exc.strerror or exc}"
@@ -72,19 +85,25 @@ class FeatureStore:
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r})"
 
+    def __reduce__(self):  # a worker reopens the store from its location (no open handles)
+        return (type(self), (self.url,), {"lock_timeout": self.lock_timeout})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.lock_timeout = state["lock_timeout"]
+
     # -- entries --------------------------------------------------------------------------------
 
     def entry(self, key: EntryKey) -> StoreEntry:
         """Handle on the entry for ``key`` (nothing is written until ``begin``)."""
         if not isinstance(key, EntryKey):
             raise TypeError(f"expected an EntryKey, got {type(key).__name__}")
-        return StoreEntry(self.root, key, self.lock_timeout)
+        return StoreEntry(self.files, key, self.lock_timeout)
 
     def entries(self, view_prefix: str | None = None) -> list[EntryKey]:
         """Keys of all begun entries (complete or not), sorted; optionally only views starting so."""
         keys = []
-        for manifest in (self.root / "views").glob("*/*/manifest.json"):
-            view, backbone = manifest.parent.parent.name, manifest.parent.name
+        for manifest in self.files.glob("views/*/*/manifest.json"):
+            view, backbone = manifest.split("/")[-3:-1]
             if view_prefix is not None and not view.startswith(view_prefix):
                 continue
             try:
@@ -105,18 +124,23 @@ class FeatureStore:
         """Inter-process lock ``root/locks/<name>.lock``, reentrant within a thread.
 
         Raises ``StoreError`` naming the holder's pid if not acquired within ``timeout`` seconds
-        (default: the store's ``lock_timeout``).
+        (default: the store's ``lock_timeout``). On an object store there are no locks (a no-op):
+        every write there is of bytes that concurrent writers agree on.
         """
-        return store_lock(self.root, name, self.lock_timeout if timeout is None else timeout)
+        check_slug(name, "lock name")
+        return self.files.lock(name, self.lock_timeout if timeout is None else timeout)
 
     # -- array sets -----------------------------------------------------------------------------
 
-    def _array_set_path(self, namespace: str, name: str) -> Path:
+    def _array_set_rel(self, namespace: str, name: str) -> str:
         check_slug(namespace, "namespace")
         check_slug(name, "array set name")
         if namespace in _RESERVED:
             raise ValueError(f"namespace {namespace!r} is reserved by the store")
-        return self.root / namespace / f"{name}.safetensors"
+        return f"{namespace}/{name}.safetensors"
+
+    def _where(self, rel: str) -> Path | str:
+        return self.files.full(rel) if self.files.remote else self.files.path(rel)
 
     def put_array_set(
         self,
@@ -124,30 +148,34 @@ class FeatureStore:
         name: str,
         arrays: Mapping[str, np.ndarray],
         metadata: Mapping[str, Any],
-    ) -> Path:
+    ) -> Path | str:
         """Atomically store named arrays and JSON metadata at ``root/<namespace>/<name>.safetensors``.
 
         The metadata lives in the safetensors header (the commit point); ``<name>.json`` beside it
         is a human-readable copy written afterwards.
         """
-        path = self._array_set_path(namespace, name)
+        rel = self._array_set_rel(namespace, name)
         meta = normalise(dict(metadata))
         converted = {str(k): np.asarray(v) for k, v in arrays.items()}
         payload = encode(converted, {"format": ARRAY_SET_FORMAT, "metadata": meta})
-        atomic_write_bytes(path, payload)
-        atomic_write_json(path.with_suffix(".json"), meta)
-        return path
+        self.files.write(rel, payload)
+        self.files.write(rel.removesuffix(".safetensors") + ".json", json_bytes(meta))
+        return self._where(rel)
 
     def get_array_set(self, namespace: str, name: str) -> ArraySet | None:
         """The arrays (writeable copies) and metadata stored under ``namespace/name``, or ``None``."""
-        path = self._array_set_path(namespace, name)
-        if not path.is_file():
-            return None
+        rel = self._array_set_rel(namespace, name)
+        path = self._where(rel)
         try:
-            with safe_open(path, framework="numpy") as f:
-                header = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
-                arrays = {key: f.get_tensor(key) for key in f.keys()}
-        except (OSError, ValueError, SafetensorError) as exc:
+            data = self.files.read_bytes(rel)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read array set {path}: {exc}") from exc
+        try:
+            header = header_metadata(parse_header(lambda a, b: data[a:b], len(data), str(path))[0])
+            arrays = {key: np.array(value) for key, value in st_load(data).items()}
+        except (ValueError, SafetensorError) as exc:
             raise StoreError(f"cannot read array set {path}: {exc}") from exc
         if header.get("format") != ARRAY_SET_FORMAT:
             raise StoreError(f"{path} is not a clipfuse array set")
