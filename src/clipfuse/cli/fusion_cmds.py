@@ -120,6 +120,7 @@ def cmd_fit(args) -> int:
         params=_method_params(args).get(args.method or RECOMMENDED, {}),
         clamp=args.clamp_shots,
         device=args.device,
+        allow_transductive=args.allow_transductive,
     )
     path = ensemble.save(args.out)
     t = ensemble.training
@@ -144,6 +145,7 @@ def cmd_predict(args) -> int:
         num_workers=args.workers,
         top_k=args.top_k,
         progress=not args.quiet,
+        transductive=args.transductive,
     )
     for f in failures:
         print(f"skipped unreadable image {f['image']}: {f['error']}", file=sys.stderr)
@@ -230,6 +232,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--fraction", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="ensemble file (.safetensors)")
+    p.add_argument(
+        "--allow-transductive",
+        action="store_true",
+        help="allow a transductive method (transclip); the saved file records it",
+    )
 
     p = sub.add_parser("predict", help="classify new images with a saved ensemble")
     p.add_argument("ensemble", help="file written by `clipfuse fit`")
@@ -238,6 +245,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--top-k", type=int, default=1)
+    p.add_argument(
+        "--transductive",
+        action="store_true",
+        help="score a transductive ensemble on all the given images together",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
 

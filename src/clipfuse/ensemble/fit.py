@@ -6,7 +6,7 @@ from typing import Any
 
 from clipfuse.combiners._compose import build_combiner, fit_inputs
 from clipfuse.combiners.registry import RECOMMENDED
-from clipfuse.ensemble.saved import SavedEnsemble
+from clipfuse.ensemble.saved import SavedEnsemble, check_transductive
 from clipfuse.logits.bundle import ViewBundle
 
 
@@ -20,16 +20,21 @@ def fit_ensemble(
     params: dict[str, Any] | None = None,
     clamp: bool = False,
     device: str = "cpu",
+    allow_transductive: bool = False,
 ) -> SavedEnsemble:
     """Draw the hold-out (``shots`` per class or a ``fraction``) from ``train``, fit ``method``
     on it and return the ensemble ready to ``save`` -- what ``clipfuse fit`` does. Without a
     ``method``, the recommended one (``RECOMMENDED``); a combiner that can use unlabelled images
-    also gets the rest of ``train`` without labels (recorded as ``training["unlabelled"]``)."""
+    also gets the rest of ``train`` without labels (recorded as ``training["unlabelled"]``).
+    A transductive method (``transclip``) needs ``allow_transductive=True``, recorded in the file."""
     method = method or RECOMMENDED
     hold = train.holdout(shots, fraction=fraction, seed=seed, clamp=clamp)
     combiner = build_combiner(method, params, seed=seed, gflops=train.gflops, device=device)
+    check_transductive(combiner, allow_transductive)
     *fit_args, info = fit_inputs(combiner, train, hold)  # + unlabelled train rows if it can
     combiner.fit(*fit_args)
-    ensemble = SavedEnsemble.from_fitted(combiner, train, draw=hold.draw)
+    ensemble = SavedEnsemble.from_fitted(
+        combiner, train, draw=hold.draw, allow_transductive=allow_transductive
+    )
     ensemble.training.update(info)  # "unlabelled": train rows given without their labels
     return ensemble

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from clipfuse.backbones.backbone import Backbone
 from clipfuse.data.sources import files_dataset
+from clipfuse.errors import ClipfuseError
 from clipfuse.extraction.decode_once import (
     DecodeOnceDataset,
     ShardNeeds,
@@ -174,19 +175,42 @@ def predict_images(
     num_workers: int | None = None,
     top_k: int = 1,
     progress: bool = True,
+    transductive: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """(predictions, failures): one dict per readable image, one per unreadable one."""
+    """(predictions, failures): one dict per readable image, one per unreadable one.
+
+    A transductive combiner is refused unless ``transductive=True``; then every image is
+    encoded first and all of them are fused together (one answer for the whole set given)."""
+    whole = ensemble.combiner.transductive
+    if whole and not transductive:
+        raise ClipfuseError(
+            f"{ensemble.combiner.name} is transductive: each answer depends on the other images "
+            "given; pass transductive=True (CLI: --transductive) to score them all together"
+        )
     dataset = files_dataset(paths)
     backbones = load_needed(ensemble, device)
     predictions: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
+    kept: list[int] = []
+    encoded: list[list[np.ndarray]] = [[] for _ in backbones]
     stream = _batches(backbones, list(backbones), dataset, batch_size, num_workers, progress)
     for ok_positions, batch, batch_failures in stream:
         failures.extend({"image": dataset.sample_ids[p], "error": e} for p, e in batch_failures)
         if not ok_positions:
             continue
         pixels = {b: batch[k][1] for k, b in enumerate(backbones)}  # loader slots follow `needed`
+        if whole:  # encode now, fuse once all images are in
+            kept.extend(ok_positions)
+            with torch.inference_mode():
+                for k, b in enumerate(backbones):
+                    encoded[k].append(backbones[b].encode_images(pixels[b]).cpu().numpy())
+            continue
         records = predict_pixels(ensemble, backbones, pixels, top_k)
         for position, record in zip(ok_positions, records):
             predictions.append({"image": dataset.sample_ids[position], **record})
+    if whole and kept:
+        parts = {k: (None, np.concatenate(e)) for k, e in enumerate(encoded)}
+        proba, temps = fuse_features(ensemble, list(backbones), parts, len(kept))
+        records = prediction_records(ensemble, proba, top_k, temps=temps)
+        predictions = [{"image": dataset.sample_ids[p], **r} for p, r in zip(kept, records)]
     return predictions, failures

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, safe_open
 from clipfuse.combiners import Combiner, combiner_from_state
 from clipfuse.data.holdout import HoldoutDraw
 from clipfuse.ensemble.checksum import save_sealed, verify
-from clipfuse.errors import ClipfuseError, DataError, ProvenanceMismatchError
+from clipfuse.errors import ClipfuseError, DataError, FitError, ProvenanceMismatchError
 from clipfuse.paths import ensure_dir
 
 FORMAT = "clipfuse.ensemble"
@@ -49,13 +49,23 @@ class SavedEnsemble:
 
     @classmethod
     def from_fitted(
-        cls, combiner: Combiner, bundle: Any, *, draw: HoldoutDraw | None = None
+        cls,
+        combiner: Combiner,
+        bundle: Any,
+        *,
+        draw: HoldoutDraw | None = None,
+        allow_transductive: bool = False,
     ) -> SavedEnsemble:
         """The ensemble of a combiner fitted on ``bundle`` (a ViewBundle; a bundle made by
-        ``holdout()`` brings its draw, which is recorded as the training provenance)."""
+        ``holdout()`` brings its draw, which is recorded as the training provenance). A
+        transductive combiner needs ``allow_transductive=True``, recorded as
+        ``training["transductive"]``."""
         combiner._check_fitted()
+        check_transductive(combiner, allow_transductive)
         draw = draw if draw is not None else bundle.draw
         training: dict[str, Any] = {"view": bundle.view, "dataset": bundle.dataset}
+        if combiner.transductive:
+            training["transductive"] = True
         if draw is not None:
             training.update(
                 budget=draw.budget,
@@ -82,15 +92,17 @@ class SavedEnsemble:
         top_k: int = 1,
         skip_unreadable: bool = False,
         progress: bool = False,
+        transductive: bool = False,
     ) -> list[dict[str, Any]]:
         """One record per image (label, probability, top-k, temperatures where the method has
         them). An unreadable image is a DataError unless ``skip_unreadable``, which gives it a
-        record ``{"image", "error"}`` instead."""
+        record ``{"image", "error"}`` instead. A transductive ensemble is scored on all ``images``
+        together, and only with ``transductive=True``."""
         from clipfuse.ensemble.predict import predict_images
 
         predictions, failures = predict_images(
             self, [str(i) for i in images], device=device, batch_size=batch_size,
-            top_k=top_k, progress=progress,
+            top_k=top_k, progress=progress, transductive=transductive,
         )  # fmt: skip
         if failures and not skip_unreadable:
             first = failures[0]
@@ -104,6 +116,8 @@ class SavedEnsemble:
             raise ClipfuseError(
                 f"{str(path)!r}: an ensemble is a .safetensors file (its .json header copy goes next to it)"
             )
+        if self.combiner.transductive and not self.training.get("transductive"):
+            check_transductive(self.combiner, False)
         ensure_dir(path.parent)
         tensors = {
             f"classifier.{b}": w.contiguous().float() for b, w in enumerate(self.classifiers)
@@ -116,6 +130,7 @@ class SavedEnsemble:
             "classnames": self.classnames,
             "templates": self.templates,
             "combiner": self.combiner.config(),
+            "transductive": bool(self.combiner.transductive),
             "training": self.training,
         }
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -202,6 +217,16 @@ class SavedEnsemble:
                 rec["logit_scale"] * f.float() @ w.T + (rec.get("logit_bias") or 0.0)
                 for rec, f, w in zip(self.backbones, features, self.classifiers)
             ]
+        )
+
+
+def check_transductive(combiner: Combiner, allowed: bool) -> None:
+    """Refuse a transductive combiner unless its user opted in (its answers for one image depend
+    on the other images predicted with it)."""
+    if combiner.transductive and not allowed:
+        raise FitError(
+            f"{combiner.name} is transductive (an image's prediction depends on the other images "
+            "given with it); opt in with allow_transductive=True (CLI: --allow-transductive)"
         )
 
 

@@ -114,7 +114,6 @@ def robustness_study(
             batch_size=batch_size,
             num_workers=num_workers,
             perturbation=perturbation,
-            perturbation_key=perturbation.key,
             progress=progress,
         )
         bundle = load_bundle(
