@@ -206,8 +206,8 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--methods",
         default="core",
-        help="comma list of combiners and groups: core (default), fusion, recommended, heads, "
-        "compute, all",
+        help="comma list of combiners and groups: core (default), recommended, label-free, "
+        "weighted, controllers, heads, compute, transductive, all",
     )
     p.add_argument("--shots", default=None, help="k per class, comma list (e.g. 1,4,16)")
     p.add_argument(

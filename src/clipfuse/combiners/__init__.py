@@ -14,10 +14,12 @@ from clipfuse.combiners.pool import WeightedPool
 from clipfuse.combiners.registry import (
     combiner_class,
     combiner_from_state,
+    combiner_tier,
     expand_methods,
     list_combiners,
     make_combiner,
     method_groups,
+    register_alias,
     register_combiner,
 )
 from clipfuse.combiners.static import (
@@ -45,6 +47,7 @@ __all__ = [
     "WeightedPool",
     "combiner_class",
     "combiner_from_state",
+    "combiner_tier",
     "evaluate_chunks",
     "expand_methods",
     "iter_chunks",
@@ -54,5 +57,6 @@ __all__ = [
     "oracle_accuracy",
     "oracle_correct",
     "predict_chunks",
+    "register_alias",
     "register_combiner",
 ]

@@ -33,7 +33,7 @@ ShrunkMix = register_combiner(
         weakens as labels grow. Fitted: ``weights_``, ``mix_``, ``holdout_loss_``.""",
         module=__name__, shrinkage=1.0, max_iter=100,
     ),  # fmt: skip
-    groups=("fusion",),
+    groups=("weighted",),
 )
 SemiShrunkMix = register_combiner(
     preset(
@@ -44,11 +44,12 @@ SemiShrunkMix = register_combiner(
         ``holdout_loss_``, ``num_unlabelled_``, ``num_pseudo_``, ``fallback_``.""",
         uses_unlabelled=True, module=__name__, shrinkage=1.0, keep=0.5, rounds=2, max_iter=100,
     ),  # fmt: skip
-    groups=("fusion",),
+    groups=("weighted",),
+    tier="experimental",
 )
 
 
-@register_combiner(groups=("fusion",))
+@register_combiner(groups=("label-free",))
 class ConfidenceWeighted(Combiner):
     """``sum_b w_b(x) z_b(x)`` with ``w_b(x) = p_max,b(x)^power / sum_b' p_max,b'(x)^power``.
 
@@ -83,7 +84,7 @@ ConfidenceMix = register_combiner(
         uses_unlabelled=True, module=__name__,
         shrinkage=3.0, tau=0.03, max_prior_ratio=20.0, max_iter=100,
     ),  # fmt: skip
-    groups=("fusion",),
+    groups=("weighted",),
 )
 SafeMix = register_combiner(
     preset(
@@ -95,7 +96,7 @@ SafeMix = register_combiner(
         ``cv_nll_single_``, ``single_wins_``, ``fallback_``.""",
         module=__name__, shrinkage=1.0, folds=5, required_wins=5, seed=0, max_iter=100,
     ),  # fmt: skip
-    groups=("fusion",),
+    groups=("weighted",),
 )
 SafeConfMix = register_combiner(
     preset(
@@ -106,7 +107,7 @@ SafeConfMix = register_combiner(
         uses_unlabelled=True, module=__name__, shrinkage=3.0, tau=0.03, max_prior_ratio=20.0,
         folds=5, required_wins=5, seed=0, max_iter=100,
     ),  # fmt: skip
-    groups=("fusion", "recommended"),
+    groups=("weighted", "recommended"),
 )
 CaruanaSelection = register_combiner(
     preset(
@@ -116,5 +117,5 @@ CaruanaSelection = register_combiner(
         with replacement on the hold-out NLL. Fitted: ``weights_``, ``counts_``, ``holdout_nll_``.""",
         module=__name__, rounds=20,
     ),  # fmt: skip
-    groups=("fusion",),
+    groups=("weighted",),
 )

@@ -27,7 +27,7 @@ STARTS = ("shrunk_mix", "calibration")
 LOGIT_NORMS = ("none", "std")
 
 
-@register_combiner(groups=("fusion",))
+@register_combiner(groups=("controllers",), tier="experimental")
 class NLCResidual(ControllerCombiner):
     """NLC whose per-backbone weights are a learned residual ``exp(r(x))`` on a static start ``w0``.
 

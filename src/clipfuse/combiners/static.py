@@ -26,11 +26,11 @@ BestSingle = register_combiner(
         min_per_class=0,
         module=__name__,
     ),
-    groups=("core",),
+    groups=("core", "weighted"),
 )
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "label-free"))
 class MeanLogits(Combiner):
     """Average of the backbones' logits."""
 
@@ -40,7 +40,7 @@ class MeanLogits(Combiner):
         return z.mean(dim=0)
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "label-free"))
 class MeanProba(Combiner):
     """Average of the backbones' softmax probabilities; returns log(mean p) as its logits."""
 
@@ -51,7 +51,7 @@ class MeanProba(Combiner):
         return torch.logsumexp(torch.log_softmax(z, dim=-1), dim=0) - math.log(z.shape[0])
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "label-free"))
 class MajorityVote(Combiner):
     """Each backbone votes for its argmax; ties are broken by the summed probability.
 
@@ -70,7 +70,7 @@ class MajorityVote(Combiner):
         return torch.log((score / (b + 0.5)).clamp_min(torch.finfo(score.dtype).tiny))
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "label-free"))
 class MaxConfidence(Combiner):
     """Per input, the logits of the backbone whose top softmax probability is highest."""
 
@@ -91,7 +91,7 @@ CalibratedMean = register_combiner(
         module=__name__,
         max_iter=100,
     ),
-    groups=("core",),
+    groups=("core", "weighted"),
 )
 SuperLearner = register_combiner(
     preset(
@@ -103,5 +103,5 @@ SuperLearner = register_combiner(
         module=__name__,
         max_iter=100,
     ),
-    groups=("core",),
+    groups=("core", "weighted"),
 )

@@ -41,7 +41,7 @@ def batch_features(features: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(blocks, dim=-1) / math.sqrt(len(blocks))
 
 
-@register_combiner(groups=("fusion",))
+@register_combiner(groups=("transductive",), tier="experimental")
 class TransClip(WeightedPool):
     """Shrunk mix on the hold-out, refined per batch by an anchored Gaussian-mixture EM.
 
