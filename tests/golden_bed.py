@@ -51,12 +51,10 @@ def load_bed(store: Path):
 
 def fit_one(name: str, train, params: dict | None = None):
     """The combiner fitted as ``clipfuse fit`` does: one seeded hold-out + unlabelled rest."""
-    from clipfuse.combiners._compose import build_combiner, fit_inputs
+    from clipfuse.protocol import fit_on_draw
 
     hold = train.holdout(SHOTS, seed=SEED)
-    combiner = build_combiner(name, params or FAST.get(name), seed=SEED, gflops=train.gflops)
-    *args, _ = fit_inputs(combiner, train, hold)
-    return combiner.fit(*args)
+    return fit_on_draw(name, train, hold, params=params or FAST.get(name), seed=SEED).combiner
 
 
 def digest(combiner, test) -> dict:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from clipfuse.combiners._compose import build_combiner, fit_inputs
-from clipfuse.combiners.registry import RECOMMENDED
+from clipfuse.combiners.registry import RECOMMENDED, combiner_class
 from clipfuse.ensemble.saved import SavedEnsemble, check_transductive
 from clipfuse.logits.bundle import ViewBundle
+from clipfuse.protocol import fit_on_draw
 
 
 def fit_ensemble(
@@ -29,12 +29,10 @@ def fit_ensemble(
     A transductive method (``transclip``) needs ``allow_transductive=True``, recorded in the file."""
     method = method or RECOMMENDED
     hold = train.holdout(shots, fraction=fraction, seed=seed, clamp=clamp)
-    combiner = build_combiner(method, params, seed=seed, gflops=train.gflops, device=device)
-    check_transductive(combiner, allow_transductive)
-    *fit_args, info = fit_inputs(combiner, train, hold)  # + unlabelled train rows if it can
-    combiner.fit(*fit_args)
+    check_transductive(combiner_class(method)(), allow_transductive)
+    run = fit_on_draw(method, train, hold, params=params, seed=seed, device=device)
     ensemble = SavedEnsemble.from_fitted(
-        combiner, train, draw=hold.draw, allow_transductive=allow_transductive
+        run.combiner, train, draw=hold.draw, allow_transductive=allow_transductive
     )
-    ensemble.training.update(info)  # "unlabelled": train rows given without their labels
+    ensemble.training.update(run.info)  # "unlabelled": train rows given without their labels
     return ensemble
