@@ -24,10 +24,10 @@ import torch
 from beds import CORE_METHODS, FAST, FusionBed, build_fusion_bed, run_cli
 from conftest import CIFAR10_CLASSES, RN_TINY, TINY_SPECS, VIT_TINY
 
+from clipfuse import protocol
 from clipfuse.cli import build_parser, main
 from clipfuse.combiners import list_combiners
 from clipfuse.combiners._compose import build_combiner
-from clipfuse import protocol
 from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.runner import evaluate_methods
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from clipfuse.combiners._optim import minimise_lbfgs, per_backbone_nll
+from clipfuse.combiners.folds import cross_val_predict
 
 # Temperatures are kept in [1e-2, 1e2]: on a hold-out the backbone classifies perfectly the NLL
 # keeps falling as T -> 0, and the clamp stops that run-away (its gradient is zero outside).
@@ -233,26 +234,27 @@ def with_confidence_prior(rule: Rule) -> Rule:
 def with_safety(rule: Rule) -> Rule:
     """``rule``, or the best single backbone (temperature-scaled) when its ``p.folds``-fold CV
     NLL on the hold-out is lower AND it wins at least ``p.required_wins`` folds; both refitted in
-    every fold. Fewer than ``2 * folds`` labels: the rule, with a recorded fallback."""
+    every (stratified) fold. Fewer than ``2 * folds`` labels: the rule, with a recorded fallback.
+    Before issue 22 the folds were an unstratified shuffle: the choice can differ on a draw."""
 
     def cv_nll(p: Any, z: torch.Tensor, y: torch.Tensor, prior) -> tuple[float, float, int]:
-        gen = torch.Generator().manual_seed(p.seed)
-        order = torch.randperm(y.numel(), generator=gen).to(y.device)
-        totals = {"fusion": 0.0, "single": 0.0}
-        single_wins = 0
-        for k in range(p.folds):
-            test = order[k :: p.folds]
-            train = torch.cat([order[j :: p.folds] for j in range(p.folds) if j != k])
-            zt, yt = z[:, train], y[train]
-            fold = {}
-            for name, w in (
-                ("fusion", rule(p, zt, yt, prior=prior).weights),
-                ("single", fit_single(zt, yt, p.max_iter)),
-            ):
-                fold[name] = float(F.cross_entropy(_mixed(w, z[:, test]), y[test], reduction="sum"))
-                totals[name] += fold[name]
-            single_wins += fold["single"] < fold["fusion"]
-        return totals["fusion"] / y.numel(), totals["single"] / y.numel(), single_wins
+        """Mean out-of-fold NLL of the rule and of the single backbone, and the folds won by
+        the single one (the one stratified fold rule, ``cross_val_predict``)."""
+        candidates = {"fusion": lambda zt, yt: rule(p, zt, yt, prior=prior).weights,
+                      "single": lambda zt, yt: fit_single(zt, yt, p.max_iter)}  # fmt: skip
+        nll = {}
+        for name, fit_weights in candidates.items():
+
+            def fit_predict(k: int, train: torch.Tensor, held: torch.Tensor, fw=fit_weights):
+                return _mixed(fw(z[:, train], y[train]), z[:, held])
+
+            oof, folds = cross_val_predict(fit_predict, y, p.folds, p.seed)
+            nll[name] = F.cross_entropy(oof, y, reduction="none")
+        wins = sum(
+            float(nll["single"][folds == k].sum()) < float(nll["fusion"][folds == k].sum())
+            for k in range(p.folds) if bool((folds == k).any())
+        )  # fmt: skip
+        return float(nll["fusion"].mean()), float(nll["single"].mean()), int(wins)
 
     def fit(p: Any, z: torch.Tensor, y: torch.Tensor, prior=None) -> PoolFit:
         meta: dict[str, Any] = {"fallback": None, "cv_nll_fusion": None, "cv_nll_single": None}
