@@ -6,7 +6,6 @@
 """
 
 from clipfuse.combiners.base import Combiner
-from clipfuse.combiners.chunked import ChunkedScore, evaluate_chunks, iter_chunks, predict_chunks
 from clipfuse.combiners.moe import MixtureOfExperts
 from clipfuse.combiners.nlc import NLC
 from clipfuse.combiners.oracle import oracle_accuracy, oracle_correct
@@ -36,7 +35,6 @@ __all__ = [
     "NLC",
     "BestSingle",
     "CalibratedMean",
-    "ChunkedScore",
     "Combiner",
     "MajorityVote",
     "MaxConfidence",
@@ -48,15 +46,12 @@ __all__ = [
     "combiner_class",
     "combiner_from_state",
     "combiner_tier",
-    "evaluate_chunks",
     "expand_methods",
-    "iter_chunks",
     "list_combiners",
     "make_combiner",
     "method_groups",
     "oracle_accuracy",
     "oracle_correct",
-    "predict_chunks",
     "register_alias",
     "register_combiner",
 ]
