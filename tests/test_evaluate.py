@@ -28,7 +28,7 @@ from clipfuse import protocol
 from clipfuse.cli import build_parser, main
 from clipfuse.combiners import list_combiners
 from clipfuse.combiners._compose import build_combiner
-from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
+from clipfuse.data.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.runner import evaluate_methods
 
 
