@@ -21,8 +21,12 @@ SPECS = ["zoo:rn-tiny", "zoo:vit-p4"]
 
 
 @pytest.fixture(scope="module")
-def train(tmp_path_factory):
-    store = tmp_path_factory.mktemp("cap-store")
+def store(tmp_path_factory):
+    return tmp_path_factory.mktemp("cap-store")
+
+
+@pytest.fixture(scope="module")
+def train(store):
     return clipfuse.load_views(SPECS, clipfuse.demo_source("cifar10"), splits="train",
                                store=store, limit=40)  # fmt: skip
 
@@ -100,3 +104,21 @@ def test_perturbed_extraction_never_writes_the_clean_key(tmp_path) -> None:
     assert not np.allclose(feats[report.view].astype(np.float32), feats[clean.view].astype(np.float32))
     with pytest.raises(ClipfuseError, match="derived from the perturbation"):
         extract([backbone], dataset, store, perturbation=blur, perturbation_key="clean")
+
+
+def test_cli_fit_and_predict_need_the_flags(train, store, images, tmp_path, capsys) -> None:
+    from clipfuse.cli import main
+
+    out = tmp_path / "tc.safetensors"
+    fit = ["fit", "--data", clipfuse.demo_source("cifar10"), "--store", str(store),
+           "--train-split", "train", "--limit", "40", "--method", "transclip", "--shots", "2",
+           "--out", str(out)]  # fmt: skip
+    assert main(fit) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--allow-transductive" in err[0] and not out.exists()
+    assert main([*fit, "--allow-transductive"]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(out), *map(str, images), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--transductive" in err[0]
+    assert main(["predict", str(out), *map(str, images), "--quiet", "--transductive"]) == 0

@@ -4,9 +4,13 @@ Frozen on the code before issue 22's rewrite (``tests/golden_bed.py`` wrote
 ``tests/golden/combiners.json``), so that the combiners rebuilt by composition are checked
 against the classes they replace. Closed-form and L-BFGS rules must match exactly here; the
 tolerance below (2 of 400 predictions, NLL 2e-3) only absorbs float reduction order on other
-machines' thread counts for the minibatch-trained controllers. Intended changes: none so far --
-the issue-22 defects (required backbones, transductive opt-in, poisoned cache) change what is
-loaded and allowed, not what a fitted combiner predicts.
+machines' thread counts for the minibatch-trained controllers. The rewrite reproduced every
+digest exactly (``python tests/golden_bed.py`` rewrote the file byte-identical). Intended changes
+of behaviour, none of which moves a digest here: a pooled combiner with zero weights requires
+only its other backbones (so results' cost columns for ``best_single`` count one backbone);
+transductive fit/save/predict need an opt-in and serve refuses it; the safety rule of
+``safe_mix``/``safe_conf_mix`` cross-validates on stratified folds (was an unstratified shuffle:
+on another draw its choice can differ); robustness fits get the unlabelled train rows.
 """
 
 from __future__ import annotations
