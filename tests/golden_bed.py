@@ -36,6 +36,7 @@ FAST: dict[str, dict] = {
     "subset_nlc": {"controller__steps": 60},
     "nlc_residual": {"steps": 60},
     "zs_probe_nlc": {"inner__steps": 60},
+    "head_stack": {"final": {"name": "nlc", "params": {"steps": 60}}},  # added with issue 22
 }
 
 

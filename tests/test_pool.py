@@ -106,3 +106,28 @@ def test_saved_single_backbone_ensemble_loads_one_backbone(tmp_path, monkeypatch
         Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)).save(paths[-1])
     records = loaded.predict(paths)
     assert asked == [[chosen]] and len(records) == 3
+
+
+def test_head_stack_composes_objects_and_saves() -> None:
+    from clipfuse.heads.linear import LinearProbeHeads
+
+    features, logits, y = synthetic_problem()
+    stack = make_combiner("head_stack", head=LinearProbeHeads({"max_iter": 20}),
+                          final=make_combiner("shrunk_mix", shrinkage=2.0))  # fmt: skip
+    assert stack.get_params(deep=False)["final"] == {
+        "name": "shrunk_mix", "params": {"shrinkage": 2.0, "max_iter": 100}}  # fmt: skip
+    stack.fit(features, logits, y)
+    assert stack.inner_.name == "shrunk_mix" and stack.heads_.kind == "linear"
+    again = combiner_from_state(stack.config(), stack.state_dict())
+    torch.testing.assert_close(again.predict_logits(features, logits),
+                               stack.predict_logits(features, logits))  # fmt: skip
+    # the same as the registered preset that names its parts
+    preset = make_combiner("lp_super_learner", head_params={"max_iter": 20})
+    composed = make_combiner("head_stack", head=LinearProbeHeads({"max_iter": 20}),
+                             final=make_combiner("super_learner"))  # fmt: skip
+    torch.testing.assert_close(
+        preset.fit(features, logits, y).predict_logits(features, logits),
+        composed.fit(features, logits, y).predict_logits(features, logits),
+    )
+    with pytest.raises(FitError, match="unknown head kind"):
+        make_combiner("head_stack", head={"kind": "nope"}).fit(features, logits, y)
