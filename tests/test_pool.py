@@ -131,3 +131,20 @@ def test_head_stack_composes_objects_and_saves() -> None:
     )
     with pytest.raises(FitError, match="unknown head kind"):
         make_combiner("head_stack", head={"kind": "nope"}).fit(features, logits, y)
+
+
+def test_cascade_and_subset_take_a_controller_object() -> None:
+    features, logits, y = synthetic_problem(per_class=8)
+    costs = {"gflops": [1.0, 2.0, 3.0]}
+    by_object = make_combiner("cascade", controller=make_combiner("moe", steps=20), **costs)
+    assert by_object.controller == "moe" and by_object.controller_params["steps"] == 20
+    by_name = make_combiner("cascade", controller="moe", controller_params={"steps": 20}, **costs)
+    torch.testing.assert_close(
+        by_object.fit(features, logits, y).predict_logits(features, logits),
+        by_name.fit(features, logits, y).predict_logits(features, logits),
+    )
+    again = combiner_from_state(by_object.config(), by_object.state_dict())
+    assert again.controller == "moe"
+    sub = make_combiner("subset_nlc", controller=make_combiner("nlc", steps=20), budget_gflops=3.0,
+                        **costs)  # fmt: skip
+    assert sub.fit(features, logits, y).inner_.get_params()["steps"] == 20

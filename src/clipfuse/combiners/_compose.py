@@ -39,11 +39,26 @@ def learns_from_labels(combiner: Combiner) -> bool:
 
 
 class ControllerOwner:
-    """Mixin for combiners that fit registered controllers named by their ``controller`` and
-    ``controller_params`` parameters (cascades, subsets): building one, its defaults under
-    ``controller__*`` in ``get_params(deep=True)``, and the backbones fit chose to run."""
+    """Mixin for combiners that fit registered controllers given by their ``controller`` (a
+    registry name or an unfitted combiner object) and ``controller_params`` parameters (cascades,
+    subsets): building one, its defaults under ``controller__*`` in ``get_params(deep=True)``,
+    and the backbones fit chose to run."""
 
     nested_params = {"controller": "controller_params"}
+
+    def set_params(self, **params: Any) -> Combiner:
+        super().set_params(**params)  # type: ignore[misc]
+        self._adopt_controller()
+        return self  # type: ignore[return-value]
+
+    def _adopt_controller(self) -> None:
+        """A controller given as an (unfitted) combiner object becomes its registry name plus
+        its parameters (``controller_params`` on top), so the owner's parameters stay JSON."""
+        if isinstance(self.controller, Combiner):
+            params = self.controller.get_params(deep=False)
+            params.pop("device", None)
+            self.controller_params = {**params, **(self.controller_params or {})}
+            self.controller = self.controller.name
 
     def _nested_defaults(self, prefix: str) -> dict[str, Any]:
         defaults = make_combiner(self.controller).get_params(deep=True)
