@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from conftest import RN_TINY, VIT_TINY, shared_path
+from conftest import CIFAR10_TEST, CIFAR10_TRAIN, RN_TINY, VIT_TINY
 
 from clipfuse.cli import main
 
@@ -78,7 +78,7 @@ def _copy_split(archive: Path, split: str, root: Path) -> None:
 
 def build_fusion_bed(tmp_path_factory) -> FusionBed:
     """Built once per session on disk; a later call (another module's fixture) reuses it."""
-    archives = {s: shared_path("cifar10", f"cifar10-{s}.tar.gz") for s in ("train", "test")}
+    archives = {"train": CIFAR10_TRAIN, "test": CIFAR10_TEST}
     root = tmp_path_factory.getbasetemp() / "fusion-bed"
     bed = FusionBed(root / "cifar10", root / "store")
     if (root / "done").is_file():

@@ -1,4 +1,9 @@
-"""Shared fixtures: real data from ../shared/data, tiny random open_clip backbones, small image sets.
+"""Shared fixtures: real images shipped in the package, tiny random open_clip backbones, small image sets.
+
+Nothing here reads outside the repository: a user's clone has no ../shared. The real CIFAR-10 /
+Fashion-MNIST images come from the demo data shipped inside the package (src/clipfuse/demo_data),
+re-packed here into the layouts the tests need (a CIFAR-10-style `.tar.gz`, IDX folders); the
+ImageNet-style flat files are generated.
 
 The test session is hermetic: clipfuse's caches (file hashes, GFLOPs, decompressed archives) go
 to a temporary folder, and downloads are switched off, so no test can touch the network or the
@@ -11,6 +16,7 @@ OpenMP threads make the tiny models' small batches 30-100x slower, and one threa
 from __future__ import annotations
 
 import atexit
+import gzip
 import io
 import json
 import os
@@ -36,8 +42,23 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "tests" / "assets"
-SHARED_DATA = REPO.parent / "shared" / "data"
-CIFAR10_TEST = SHARED_DATA / "cifar10" / "cifar10-test.tar.gz"
+DEMO_DATA = REPO / "src" / "clipfuse" / "demo_data"
+_FIXTURE_DATA = Path(tempfile.mkdtemp(prefix="clipfuse-test-data-"))
+atexit.register(shutil.rmtree, _FIXTURE_DATA, ignore_errors=True)
+
+
+def _gzip_demo_split(split: str) -> Path:
+    """The shipped CIFAR-10 demo split (`split/<class>/<n>.jpg`, real images) as a `.tar.gz`,
+    named like the full dataset's archive so the catalog recognises CIFAR-10."""
+    target = _FIXTURE_DATA / "cifar10" / f"cifar10-{split}.tar.gz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(gzip.compress((DEMO_DATA / "cifar10-demo" / f"{split}.tar").read_bytes(), 1))
+    return target
+
+
+CIFAR10_TEST = _gzip_demo_split("test")  # 2,000 real CIFAR-10 test images, 200 per class
+CIFAR10_TRAIN = _gzip_demo_split("train")  # 500 real CIFAR-10 train images, 50 per class
+FASHION_IDX = DEMO_DATA / "fashion-mnist-demo"  # IDX files: 500 train + 2,000 test images
 CIFAR10_CLASSES = [
     "airplane",
     "automobile",
@@ -55,18 +76,6 @@ RN_TINY = f"{ASSETS / 'rn-tiny.json'}:random"
 VIT_TINY = f"{ASSETS / 'vit-tiny.json'}:random"
 TINY_SPECS = (RN_TINY, VIT_TINY)
 CONFIGS = {"rn": ASSETS / "rn-tiny.json", "vit": ASSETS / "vit-tiny.json"}
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared/data, or skip the test with the reason when it is not there."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(
-            f"real datasets not available: {SHARED_DATA} is absent (expected next to the repo)"
-        )
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real dataset file not available: {path}")
-    return path
 
 
 def cli_env() -> dict[str, str]:
@@ -118,7 +127,7 @@ def write_folder(root: Path, members: dict[str, bytes]) -> Path:
 def cifar_jpegs() -> dict[str, list[tuple[str, bytes]]]:
     """Real CIFAR-10 test JPEGs, read straight from the archive with tarfile (not clipfuse):
     class -> [(file name, bytes)], the first 12 of each class in archive order."""
-    archive = shared_path("cifar10", "cifar10-test.tar.gz")
+    archive = CIFAR10_TEST
     per_class: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
@@ -168,7 +177,6 @@ def cifar200_f16_store(tmp_path_factory) -> Path:
     default settings (float16 features, default decode workers), through the CLI in-process."""
     from clipfuse.cli import main
 
-    shared_path("cifar10", "cifar10-test.tar.gz")
     store = tmp_path_factory.mktemp("cifar200-f16") / "store"
     args = ["extract", "--backbone", RN_TINY, "--backbone", VIT_TINY, "--data", f"imagefolder:{CIFAR10_TEST}",
             "--split", "test", "--limit", "200", "--store", str(store), "--quiet"]  # fmt: skip

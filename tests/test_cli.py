@@ -8,7 +8,16 @@ import subprocess
 import time
 
 import pytest
-from conftest import CIFAR10_TEST, RN_TINY, TINY_SPECS, VIT_TINY, cli_command, cli_env
+import torch
+from conftest import (
+    CIFAR10_CLASSES,
+    CIFAR10_TEST,
+    RN_TINY,
+    TINY_SPECS,
+    VIT_TINY,
+    cli_command,
+    cli_env,
+)
 
 from clipfuse.cli import main
 
@@ -193,3 +202,105 @@ def test_datasets_listing(capsys):
     assert code == 0
     names = [line.split()[0] for line in out.splitlines()]
     assert "cifar10" in names and all(n.startswith("cifar") for n in names)
+
+
+def test_zeroshot_per_class_names_and_templates(cifar200_f16_store, capsys):
+    """Issue 23: per-class recall, the class names and templates used, printed and in the JSON;
+    a per-class recall is the count of correct rows of that class over its rows."""
+    data = ["--data", f"imagefolder:{CIFAR10_TEST}", "--split", "test", "--limit", "200"]
+    store = str(cifar200_f16_store)
+    code, out, err = run_cli(capsys, "zeroshot", *data, "--store", store, "--per-class", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["classnames"] == CIFAR10_CLASSES and len(report["templates"]) > 1
+    per_class = {row["class"]: row for row in report["per_class"]}
+    assert set(per_class) == set(CIFAR10_CLASSES) and all(r["n"] == 20 for r in per_class.values())
+    for result in report["results"]:
+        recalls = [per_class[c][result["backbone"]] for c in CIFAR10_CLASSES]
+        assert all(abs(r * 20 - round(r * 20)) < 1e-6 for r in recalls)
+        assert abs(sum(recalls) / 10 - result["mean_per_class_recall"]) < 1e-6
+    code, out, err = run_cli(capsys, "zeroshot", *data, "--store", store, "--per-class")
+    assert code == 0, err
+    assert "class names: airplane, automobile" in out and "prompt templates:" in out
+    assert "recall per class (%):" in out and "truck" in out.split("recall per class (%):")[1]
+
+
+def test_never_predicted_class_is_named():
+    """A class that no backbone predicts for any image (a name the text towers do not know) is
+    reported by name; a class absent from the labels is not."""
+    from types import SimpleNamespace
+
+    from clipfuse.evaluation.zeroshot_eval import never_predicted
+
+    labels = torch.tensor([0, 1, 2, 2])
+    logits = torch.zeros(2, 4, 4)
+    logits[0, :, 0] = 1  # backbone 0 always says "cat"
+    logits[1, 2:, 2] = 5  # backbone 1 says "car" never, "ship" for the last two
+    logits[1, :2, 0] = 5
+    bundle = SimpleNamespace(
+        classnames=["cat", "car", "ship", "unused"], labels=labels, logits=logits
+    )
+    assert never_predicted(bundle) == ["car"]
+
+
+def test_version(capsys):
+    import clipfuse
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"clipfuse {clipfuse.__version__}"
+
+
+def test_methods_lists_the_registry_with_declared_capabilities(capsys):
+    from clipfuse.combiners.registry import RECOMMENDED, combiner_class, list_combiners
+
+    code, out, err = run_cli(capsys, "methods")
+    assert code == 0 and not err
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["method", "groups", "labels/class"]
+    listed = [line.split()[0] for line in lines[1:] if line.strip() and not line[0].isdigit()]
+    assert listed == list_combiners()
+    assert f"recommended: {RECOMMENDED}" in out
+    code, out, _ = run_cli(capsys, "methods", "--json")
+    doc = json.loads(out)
+    assert doc["recommended"] == RECOMMENDED
+    for row in doc["methods"]:  # every value comes from the class's declared capabilities
+        cls = combiner_class(row["method"])
+        assert row["features"] is cls.uses_features
+        assert row["unlabelled"] is cls.uses_unlabelled
+        assert row["transductive"] is cls.transductive
+        assert row["labels/class"] == cls.min_per_class
+    rows = {r["method"]: r for r in doc["methods"]}
+    assert rows["transclip"]["transductive"] and rows["nlc"]["features"]
+    assert "recommended" in rows[RECOMMENDED]["groups"].split(",")
+    assert rows["cascade"]["runs"] == "cheapest first"
+    code, out, _ = run_cli(capsys, "methods", "--group", "core", "--json")
+    assert [r["method"] for r in json.loads(out)["methods"]] == list_combiners(group="core")
+    code, _, err = run_cli(capsys, "methods", "--group", "nope")
+    assert_one_line_error(code, err, "unknown method group 'nope'")
+
+
+def test_one_unit_for_accuracy(tmp_path, capsys):
+    """Accuracies are fractions in rows and JSON, percentages with 2 decimals on screen, in
+    every command's table (print_table is the one place that formats them)."""
+    from clipfuse import demo_source
+    from clipfuse.cli.common import format_cell
+
+    assert format_cell("top1", 0.672) == "67.20"
+    assert format_cell("oracle", 0.5) == "50.00" and format_cell("drop", -1.234) == "-1.23"
+    assert format_cell("temperature", 0.5) == "0.5000"
+    store = str(tmp_path / "store")
+    data = ["--data", demo_source("cifar10"), "--split", "test", "--limit", "20"]
+    assert main(["extract", "--backbone", "zoo:rn-tiny", *data, "--store", store, "--quiet"]) == 0
+    code, out, err = run_cli(capsys, "zeroshot", *data, "--store", store, "--json")
+    assert code == 0, err
+    top1 = json.loads(out)["results"][0]["top1"]
+    assert 0.0 <= top1 <= 1.0  # a fraction in JSON
+    code, out, err = run_cli(capsys, "zeroshot", *data, "--store", store)
+    row = next(line for line in out.splitlines() if line.startswith("zoo:rn-tiny"))
+    assert row.split()[1] == f"{100 * top1:.2f}"  # a percentage on screen
+    code, out, err = run_cli(capsys, "analyze", *data, "--store", store, "--out",
+                             str(tmp_path / "analysis"), "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)[0]["best acc"] == pytest.approx(top1)  # fractions in JSON here too

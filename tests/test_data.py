@@ -4,14 +4,22 @@ one-line DataError. Expected labels come from the files' own layout, read here i
 from __future__ import annotations
 
 import gzip
+import io
 import json
-import tarfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CIFAR10_CLASSES, class_members, shared_path, write_folder, write_tar
+from conftest import (
+    CIFAR10_CLASSES,
+    CIFAR10_TEST,
+    FASHION_IDX,
+    class_members,
+    write_folder,
+    write_tar,
+)
+from PIL import Image
 
 from clipfuse.data import open_dataset
 from clipfuse.data.sampling import balanced_subset
@@ -71,13 +79,14 @@ def test_imagefolder_over_a_folder_of_archives(tmp_path, cifar_jpegs):
 
 def test_imagefolder_flat_class_prefixed_files(tmp_path):
     """The ImageNet sample's layout: `<wnid>_<readable name>.JPEG`, the class before the first `_`."""
-    source = shared_path("imagenet-sample", "imagenet-sample-1000.tar")
+    names = ["n01440764_tench", "n01443537_goldfish", "n01484850_great_white_shark",
+             "n01491361_tiger_shark", "n01494475_hammerhead"]  # fmt: skip
     members = {}
-    with tarfile.open(source) as tar:
-        for member in tar:
-            members[member.name] = tar.extractfile(member).read()
-            if len(members) == 5:
-                break
+    for k, name in enumerate(names):  # full-size JPEGs, as the ImageNet sample has
+        pixels = np.random.default_rng(k).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=80)
+        members[f"{name}.JPEG"] = buffer.getvalue()
     dataset = open_dataset(f"imagefolder:{write_tar(tmp_path / 'sample5.tar', members)}", "all")
     wnids = sorted(name.split("_", 1)[0] for name in members)
     assert dataset.num_classes == 5
@@ -94,15 +103,38 @@ def idx_labels(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, offset=8).astype(np.int64)
 
 
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file (MNIST's format: magic, big-endian dims, uint8 data), gzipped."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def idx_roots(tmp_path_factory) -> dict[str, Path]:
+    """Fashion-MNIST: the shipped demo IDX files (real images) in a folder named like the full
+    dataset; MNIST: generated digits-shaped IDX files (300 test images, 10 labels)."""
+    root = tmp_path_factory.mktemp("idx")
+    fashion = root / "fashion-mnist"
+    fashion.mkdir()
+    for f in FASHION_IDX.glob("*-ubyte.gz"):
+        (fashion / f.name).write_bytes(f.read_bytes())
+    mnist = root / "mnist"
+    mnist.mkdir()
+    rng = np.random.default_rng(0)
+    write_idx(mnist / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (300, 28, 28)))
+    write_idx(mnist / "t10k-labels-idx1-ubyte.gz", np.arange(300) % 10)
+    return {"fashion-mnist": fashion, "mnist": mnist}
+
+
 @pytest.mark.parametrize(
-    ("folder", "first_names"),
-    [("fashion-mnist", ["T-shirt/top", "Trouser"]), ("mnist", ["0", "1"])],
+    ("folder", "first_names", "count"),
+    [("fashion-mnist", ["T-shirt/top", "Trouser"], 2000), ("mnist", ["0", "1"], 300)],
 )
-def test_idx(folder, first_names):
-    root = shared_path(folder)
+def test_idx(idx_roots, folder, first_names, count):
+    root = idx_roots[folder]
     dataset = open_dataset(f"idx:{root}", "test")
     expected = idx_labels(root / "t10k-labels-idx1-ubyte.gz")
-    assert len(dataset) == len(expected) == 10000
+    assert len(dataset) == len(expected) == count
     np.testing.assert_array_equal(dataset.labels, expected)
     assert dataset.num_classes == 10 and dataset.classnames[:2] == first_names
     image = dataset.load_image(0)
@@ -179,7 +211,7 @@ def test_wds_shards(tmp_path, cifar_jpegs):
 
 
 def test_limit_is_class_balanced_and_deterministic():
-    source = f"imagefolder:{shared_path('cifar10', 'cifar10-test.tar.gz')}"
+    source = f"imagefolder:{CIFAR10_TEST}"
     full = open_dataset(source, "test")
     a = open_dataset(source, "test", limit=55)
     b = open_dataset(source, "test", limit=55)
@@ -203,7 +235,7 @@ def test_balanced_subset_when_a_class_runs_out():
     assert not np.array_equal(chosen, balanced_subset(labels, 9, seed=1))
 
 
-def test_class_count_mismatch(tmp_path, image_folder):
+def test_class_count_mismatch(tmp_path, image_folder, idx_roots):
     names = tmp_path / "nine.txt"
     names.write_text("\n".join(CIFAR10_CLASSES[:9]))
     with pytest.raises(
@@ -211,7 +243,7 @@ def test_class_count_mismatch(tmp_path, image_folder):
     ):
         open_dataset(f"imagefolder:{image_folder}", "all", classnames=str(names))
     with pytest.raises(DataError, match="class-count mismatch.*label 9 but only 5 class names"):
-        open_dataset(f"idx:{shared_path('mnist')}", "test", classnames=[str(d) for d in range(5)])
+        open_dataset(f"idx:{idx_roots['mnist']}", "test", classnames=[str(d) for d in range(5)])
 
 
 def test_empty_datasets(tmp_path):

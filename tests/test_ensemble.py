@@ -212,6 +212,7 @@ def test_predict_json_matches_the_cached_pipeline(nlc_file, new_images, tmp_path
     good = sorted(str(p) for p in new_images.rglob("*.jpg") if p.name != "broken.jpg")
     assert sorted(predictions) == good and len(good) == 6
     assert [f["image"] for f in result["failures"]] == [str(new_images / "cat" / "broken.jpg")]
+    assert result["failures"][0]["kind"] == "not_an_image"  # the server's kind for such a file
     assert "broken.jpg" in err
     ensemble = SavedEnsemble.load(nlc_file)
     names = [b["name"] for b in ensemble.backbones]

@@ -364,3 +364,39 @@ def test_specs_of_the_bed_are_the_tiny_backbones(fusion_bed):
     train, test = fusion_bed.bundles()
     assert sorted(train.specs) == sorted(TINY_SPECS) and train.fingerprints == test.fingerprints
     assert train.classnames == CIFAR10_CLASSES and len(train.labels) == len(test.labels) == 200
+
+
+def _summary_row(method, kind, budget="-", gain=None, worst=None, top1=50.0):
+    return {"method": method, "kind": kind, "budget": budget, "top1_mean": top1,
+            "gain_vs_reference_points": gain, "worst_vs_reference_points": worst}  # fmt: skip
+
+
+def test_compact_table_answers_which_method_and_how_much_better():
+    """Issue 23: at most 8 columns, zero-shot per backbone and the oracle on one line, the
+    recommended method first and marked, gains with the worst seed, one 'use:' line."""
+    from clipfuse.evaluation.tables import format_compact
+
+    rows = [_summary_row("a", "single", top1=52.05), _summary_row("b", "single", top1=41.0),
+            _summary_row("oracle (upper bound)", "oracle", top1=71.9)]  # fmt: skip
+    for budget, g in (("1-shot", 1.0), ("4-shot", 2.0)):
+        rows += [_summary_row("nlc", "method", budget, g - 1, g - 2),
+                 _summary_row("rec", "method", budget, g, g - 0.5),
+                 _summary_row("lp", "method", budget, 9.0, 9.0)]  # fmt: skip
+    text = format_compact(rows, "rec")
+    assert text.splitlines()[0] == "zero-shot top-1 (%): a 52.05 · b 41.00 · oracle 71.90"
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert table[0] == "| method | 1-shot | 4-shot |" and len(table) == 4  # header, rule, 2 methods
+    assert table[2] == "| **rec** (recommended) | +1.00 (+0.50) | +2.00 (+1.50) |"
+    assert table[3] == "| nlc | +0.00 (-1.00) | +1.00 (+0.00) |" and "lp" not in text
+    assert "the reference; chosen with their labels): a, 52.05 %" in text
+    assert text.splitlines()[-1].startswith("use: rec") and "+2.00 points" in text.splitlines()[-1]
+
+
+def test_evaluate_default_methods_include_the_recommended_one():
+    from clipfuse.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["evaluate", "--data", "x", "--store", "s", "--train-split", "a", "--test-split", "b",
+         "--out", "o"]  # fmt: skip
+    )
+    assert "recommended" in args.methods.split(",")

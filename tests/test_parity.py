@@ -22,7 +22,6 @@ from conftest import (
     TINY_SPECS,
     VIT_TINY,
     save_local_dir,
-    shared_path,
     write_tar,
 )
 from open_clip import build_zero_shot_classifier
@@ -41,7 +40,6 @@ BATCH = 50  # plain loop and extraction encode the same batches of the same imag
 @pytest.fixture(scope="module")
 def cifar200():
     """The 200-image class-balanced CIFAR-10 test selection (`--limit 200`)."""
-    shared_path("cifar10", "cifar10-test.tar.gz")
     return open_dataset(f"imagefolder:{CIFAR10_TEST}", "test", limit=200)
 
 

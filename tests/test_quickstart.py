@@ -24,7 +24,8 @@ def quickstart_block() -> str:
 def test_quickstart_is_short_and_complete() -> None:
     code = quickstart_block()
     assert len(code.strip().splitlines()) <= 15
-    for verb in ("load_views", "holdout", ".fit(", ".score(", ".save(", "load_ensemble", "predict"):
+    for verb in ("load_views", "fit_ensemble", "describe_fit", ".score(", ".save(", "load_ensemble",
+                 "predict"):  # fmt: skip
         assert verb in code, verb
 
 
@@ -39,5 +40,8 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
     score_line, prediction = out.stdout.strip().splitlines()[-2:]
     top1 = float(re.search(r"top-1 (\d\.\d+) on 2000 test images", score_line).group(1))
     assert 0.3 < top1 < 0.8  # ten classes: far above chance (0.1), zoo-sized
-    assert "'label':" in prediction and "'temperatures':" in prediction
-    assert (tmp_path / "nlc.safetensors").is_file() and (tmp_path / "clipfuse-store").is_dir()
+    assert "'label':" in prediction and "'probability':" in prediction
+    assert (
+        "fitted on 40 labels (4-shot, seed 0) + 460 unlabelled images" in out.stdout
+    )  # describe_fit: what `clipfuse fit` prints
+    assert (tmp_path / "fused.safetensors").is_file() and (tmp_path / "clipfuse-store").is_dir()

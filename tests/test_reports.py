@@ -433,3 +433,83 @@ def test_report_json_is_strict(results_dir: Path) -> None:
     """analysis.json must be plain JSON (no NaN/Infinity), readable by any tool."""
     text = (results_dir / "analysis.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_report_shows_recall_per_class_and_flags_a_class_nobody_recalls(tmp_path: Path) -> None:
+    """Issue 23: a class every backbone misses (a name the text towers do not know) is visible in
+    the report by name, not hidden in the mean."""
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    logits = torch.zeros(2, 6, 3)
+    logits[:, :, 0] = 1.0  # both backbones say class 0 for everything
+    result = analyze_complementarity(logits, y, ["a", "b"])
+    per_class = [
+        {"class": "cat", "n": 2, "a": 1.0, "b": 1.0},
+        {"class": "car", "n": 2, "a": 0.0, "b": 0.0},
+        {"class": "ship", "n": 2, "a": 0.0, "b": 0.5},
+    ]
+    save_analysis(tmp_path, "toy", result, info={"per_class": per_class})
+    md = write_report(tmp_path, dpi=50).markdown.read_text()
+    assert "Zero-shot recall per class" in md
+    assert "car (no backbone recalls it)" in md and "ship (no backbone" not in md
+
+
+# --- figures a person can read (issue 23): no text drawn over other text -----------------------
+
+
+def _overlaps(texts) -> list[tuple[str, str]]:
+    """Pairs of visible texts whose drawn boxes intersect (after a real draw); an annotation's
+    own box, without its leader line."""
+    from matplotlib.text import Text
+
+    fig = texts[0].figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [(t.get_text(), Text.get_window_extent(t, renderer)) for t in texts if t.get_text()]
+    return [
+        (a, b)
+        for i, (a, box_a) in enumerate(boxes)
+        for b, box_b in boxes[i + 1 :]
+        if box_a.overlaps(box_b)
+    ]
+
+
+def test_compute_display_labels_do_not_overlap() -> None:
+    """Eight fusions at the cost of all backbones within one point of accuracy (the report's
+    usual case) plus four backbones: every label readable, each joined to its own point."""
+    fusions = [f"fusion_method_{k}" for k in range(8)]
+    names = ["rn", "vit-p4", "vit-p8", "convnext"] + fusions
+    gflops = [0.010, 0.026, 0.041, 0.022] + [0.099] * 8
+    acc = [0.519, 0.466, 0.505, 0.434] + [0.535 + 0.0012 * k for k in range(8)]
+    kinds = ["single backbone"] * 4 + ["fusion"] * 8
+    disp = ComputeDisplay.from_points(
+        names, gflops, acc, kinds=kinds, errors=[0.0] * 4 + [0.004] * 8
+    )
+    assert [t.get_text() for t in disp.labels_] and len(disp.labels_) == len(names)
+    assert _overlaps(disp.labels_) == []
+    by_name = {t.get_text(): t for t in disp.labels_}
+    for k, name in enumerate(fusions):  # the leader line ends at the label's own point
+        assert by_name[name].xy == pytest.approx((0.099, 100 * acc[4 + k]))
+    heights = [by_name[n].get_window_extent().y0 for n in fusions]
+    assert heights == sorted(heights)  # stacked in accuracy order: leader lines do not cross
+    alone = by_name["rn"]
+    assert alone.arrow_patch is None  # an isolated point keeps a plain label beside it
+
+
+def test_budget_display_many_methods_one_row_each() -> None:
+    rows = []
+    methods = [f"method_{k:02d}" for k in range(19)]
+    for k, method in enumerate(methods):
+        for shots in (1, 4, 16):
+            gain = 0.1 * k + 0.05 * shots
+            rows.append({"dataset": "x", "method": method, "shots": shots, "std": 0.004,
+                         "gain_vs_reference": gain, "worst_vs_reference": gain - 0.5})  # fmt: skip
+    disp = BudgetCurveDisplay.from_rows(rows)
+    assert disp.layout == "rows"
+    ticks = [t.get_text() for t in disp.ax_.get_yticklabels()]
+    assert ticks == methods  # sorted by the 16-shot gain, the best on top
+    assert _overlaps(disp.ax_.get_yticklabels()) == []
+    assert all(len(bars) == 3 for bars in disp.lines_.values())  # one marker per budget
+    assert disp.reference_line_.get_xdata()[0] == 0.0
+    assert BudgetCurveDisplay.from_rows(_budget_rows("x")).layout == "lines"  # few: lines
+    with pytest.raises(DataError, match="layout"):
+        BudgetCurveDisplay.from_rows(rows, layout="pie")

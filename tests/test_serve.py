@@ -190,6 +190,79 @@ def test_batched_request_matches_predict(nlc_server, demo_images, nlc_expected):
     assert len(labels) > 1  # not one constant answer
 
 
+def test_one_bad_file_does_not_fail_the_others(nlc_server, demo_images, nlc_expected):
+    """The shared failure policy (clipfuse.data.image_failures): the good images are answered,
+    the bad ones listed with their kind, as `clipfuse predict` lists unreadable files."""
+    (p1, d1), (p2, d2) = list(demo_images.items())[:2]
+    before = metric(nlc_server, "clipfuse_errors_total", kind="not_an_image")
+    files = [("file", (p1, d1)), ("file", ("notes.txt", b"just text")), ("file", (p2, d2))]
+    answer = httpx.post(f"{nlc_server}/v1/classify", files=files, timeout=TIMEOUT)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [p["image"] for p in body["predictions"]] == [p1, p2]
+    assert_same(body["predictions"][0], nlc_expected[p1])
+    assert_same(body["predictions"][1], nlc_expected[p2])
+    (failure,) = body["failures"]
+    assert failure["image"] == "notes.txt" and failure["kind"] == "not_an_image"
+    assert failure["error"] and "\n" not in failure["error"]
+    assert metric(nlc_server, "clipfuse_errors_total", kind="not_an_image") == before + 1
+    # JSON: a bad base64 item and a truncated image beside a good one
+    good = base64.b64encode(d1).decode()
+    cut = base64.b64encode(d2[: len(d2) // 2]).decode()
+    js = httpx.post(f"{nlc_server}/v1/classify", json={"images": [good, "not base64!", cut]},
+                    timeout=TIMEOUT)  # fmt: skip
+    assert js.status_code == 200, js.text
+    assert [p["image"] for p in js.json()["predictions"]] == ["0"]
+    assert [(f["image"], f["kind"]) for f in js.json()["failures"]] == [
+        ("1", "bad_base64"), ("2", "truncated_image")]  # fmt: skip
+    # nothing readable at all: the request is refused with the first failure's kind
+    files = [("file", ("a.txt", b"x")), ("file", ("b.txt", b"y"))]
+    refused = httpx.post(f"{nlc_server}/v1/classify", files=files, timeout=TIMEOUT)
+    assert refused.status_code == 415 and refused.json()["kind"] == "not_an_image"
+
+
+def test_top_k_per_request(nlc_server, demo_images):
+    data = next(iter(demo_images.values()))
+    headers = {"content-type": "image/jpeg"}
+
+    def ask(query: str) -> httpx.Response:
+        return httpx.post(f"{nlc_server}/v1/classify{query}", content=data, headers=headers,
+                          timeout=TIMEOUT)  # fmt: skip
+
+    assert len(ask("").json()["predictions"][0]["top"]) == 1  # the server's --top-k
+    with ThreadPoolExecutor(2) as pool:  # two top_k values in flight together (one batch)
+        three, five = pool.map(ask, ["?top_k=3", "?top_k=5"])
+    for answer, k in ((three, 3), (five, 5)):
+        top = answer.json()["predictions"][0]["top"]
+        assert len(top) == k
+        assert [t["probability"] for t in top] == sorted(
+            (t["probability"] for t in top), reverse=True
+        )
+    assert three.json()["predictions"][0]["top"] == five.json()["predictions"][0]["top"][:3]
+    assert len(ask("?top_k=1000").json()["predictions"][0]["top"]) == 10  # all 10 classes
+    for bad in ("0", "-1", "two", "1.5", ""):
+        answer = ask(f"?top_k={bad}")
+        assert answer.status_code == 400, (bad, answer.text)
+        assert answer.json()["kind"] == "bad_parameter" and "top_k" in answer.json()["error"]
+
+
+def test_docs_work_offline(nlc_server):
+    """/docs references only this server's own URLs, and every asset it names answers 200."""
+    with httpx.Client(base_url=nlc_server, timeout=TIMEOUT) as http:
+        html = http.get("/docs").text
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url:\s*["']([^"']+)["']""", html)
+        urls = [a or b for a, b in urls]
+        assert urls, html
+        assert not [u for u in urls if re.match(r"(https?:)?//", u)], urls
+        assert "cdn" not in html.lower()
+        assets = [u for u in urls if u.endswith((".js", ".css", ".png"))]
+        assert any(u.endswith("swagger-ui-bundle.js") for u in assets), assets
+        for url in assets:
+            answer = http.get(url)
+            assert answer.status_code == 200 and len(answer.content) > 1000, url
+        assert http.get(next(u for u in urls if u.endswith("openapi.json"))).status_code == 200
+
+
 # ---- concurrency -------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ and that bound itself must be above chance.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -22,7 +23,7 @@ from clipfuse.errors import ClipfuseError
 from clipfuse.hashing import file_sha256
 from clipfuse.zoo.captions import CaptionBank
 from clipfuse.zoo.configs import EMBED_DIM, ZOO_NAMES, model_config
-from clipfuse.zoo.demo_data import DEMO_DIR, demo_positions
+from clipfuse.zoo.demo_data import DEMO_DIR, build_fashion, demo_positions
 from clipfuse.zoo.evaluate import zero_shot_accuracy
 from clipfuse.zoo.export import export_model
 from clipfuse.zoo.recipe import Recipe
@@ -31,7 +32,6 @@ from clipfuse.zoo.trainset import TrainSet, decode_split, holdout_positions
 
 CIFAR_DEMO = f"imagefolder:{DEMO_DIR / 'cifar10-demo'}"
 FASHION_DEMO = f"idx:{DEMO_DIR / 'fashion-mnist-demo'}"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_VISION = {"layers": 1, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32}
 N_ACC = 200
 
@@ -180,13 +180,60 @@ def test_demo_data_is_balanced_and_held_out():
     assert open_dataset(FASHION_DEMO, "test").name == "fashion-mnist"
 
 
-@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason="needs ../shared/data")
-def test_demo_fashion_rows_are_the_source_rows_and_never_trained_on():
-    full = {s: open_dataset(f"idx:{SHARED / 'fashion-mnist'}", s) for s in ("train", "test")}
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes(), 1))
+
+
+def test_demo_fashion_rows_are_the_source_rows_and_never_trained_on(tmp_path):
+    """The demo builder copies the source rows it selects, and its train rows lie inside the zoo's
+    train hold-out. Run on a generated full-size-shaped Fashion-MNIST (the real one lives outside
+    the repository); the shipped files' own checksums are checked in test_demo_data_checksums."""
+    rng = np.random.default_rng(0)
+    source = tmp_path / "data" / "fashion-mnist"
+    source.mkdir(parents=True)
+    for prefix, n in (("train", 3000), ("t10k", 2400)):
+        _write_idx(source / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(source / f"{prefix}-labels-idx1-ubyte.gz", rng.permutation(np.arange(n) % 10))
+    build_fashion(tmp_path / "data", tmp_path / "out")
+    demo_root = f"idx:{tmp_path / 'out' / 'fashion-mnist-demo'}"
+    full = {s: open_dataset(f"idx:{source}", s) for s in ("train", "test")}
     for split in ("train", "test"):
-        demo = open_dataset(FASHION_DEMO, split)
+        demo = open_dataset(demo_root, split)
         keep = demo_positions(full[split].labels, split)
+        assert len(demo) == len(keep) == {"train": 500, "test": 2000}[split]
         assert np.array_equal(full[split].reader.images[keep], demo.reader.images)
         assert np.array_equal(full[split].labels[keep], demo.labels)
     train_keep = demo_positions(full["train"].labels, "train")
     assert np.isin(train_keep, holdout_positions(full["train"].labels)).all()
+
+
+def test_demo_data_checksums():
+    """The shipped demo files are the bytes PROVENANCE.md records (the build is byte-reproducible)."""
+    text = (DEMO_DIR / "PROVENANCE.md").read_text()
+    recorded = dict(
+        (name, digest)
+        for digest, name in (line.split() for line in text.split("```")[1].strip().splitlines())
+    )
+    assert len(recorded) == 6
+    for name, digest in recorded.items():
+        assert file_sha256(DEMO_DIR / name) == digest, name
+
+
+def test_one_flop_counter_for_every_gflops_figure(tmp_path, monkeypatch):
+    """The shipped cards, `clipfuse backbones` and a live count (what extraction records in the
+    store) give one GFLOPs figure per zoo backbone; a card from another counter is not shown."""
+    import clipfuse.backbones.flops as flops
+    from clipfuse.backbones.registry import _card_gflops, list_backbones
+
+    monkeypatch.setattr(flops, "_CACHE", tmp_path / "gflops.json")  # count, do not recall
+    listed = {e.spec: e.image_gflops for e in list_backbones("zoo:*")}
+    for name in ZOO_NAMES:
+        card = json.loads((DEFAULT_OUT / name / "card.json").read_text())
+        assert card["image_gflops_counter"] == flops.COUNTER
+        live = flops.image_gflops(load_backbone(f"zoo:{name}", with_gflops=False))
+        assert card["image_gflops"] == pytest.approx(live, abs=1e-5), name
+        assert listed[f"zoo:{name}"] == card["image_gflops"]
+        readme = (DEFAULT_OUT / name / "README.md").read_text()
+        assert f"{live * 1000:.1f} MFLOPs per image" in readme, name
+    assert _card_gflops({"image_gflops": 0.017}) is None  # an uncounted (v1) figure is hidden

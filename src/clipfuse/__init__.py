@@ -62,6 +62,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Ensemble": ("clipfuse.ensemble", "SavedEnsemble"),
     "SavedEnsemble": ("clipfuse.ensemble", "SavedEnsemble"),
     "fit_ensemble": ("clipfuse.ensemble", "fit_ensemble"),
+    "describe_fit": ("clipfuse.ensemble", "describe_fit"),
     "load_ensemble": ("clipfuse.ensemble", "load_ensemble"),
     "predict_images": ("clipfuse.ensemble", "predict_images"),
     # evaluation, analysis, reports
@@ -117,6 +118,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from clipfuse.demo import demo_source, run_demo
     from clipfuse.ensemble import (
         SavedEnsemble,
+        describe_fit,
         fit_ensemble,
         load_ensemble,
         predict_images,

@@ -1,7 +1,7 @@
 """`clipfuse demo`: the whole method, offline, on the zoo backbones and the shipped data.
 
-Extract (cached) -> zero-shot per backbone -> oracle, static ensembles, Super Learner, MoE and NLC
-at 1 and 4 shots over 5 hold-out seeds -> complementarity analysis -> Markdown/HTML report.
+Extract (cached) -> zero-shot per backbone -> oracle, static ensembles, Super Learner, MoE, NLC
+and the recommended method at 1 and 4 shots over 5 hold-out seeds -> complementarity analysis -> Markdown/HTML report.
 The backbones here are small CLIPs trained by this project (see `clipfuse backbones 'zoo:*'`),
 not OpenAI's; the hold-outs come from train images the zoo never saw in training.
 """
@@ -44,9 +44,12 @@ def run_demo(
     """Run the demo into `out` (the feature store lives in `out/store`, so a rerun reuses it)."""
     from clipfuse.analysis import analyze_view
     from clipfuse.backbones import list_backbones, load_backbone
+    from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.data import open_dataset
     from clipfuse.evaluation.outputs import write_results
     from clipfuse.evaluation.runner import CORE_METHODS, evaluate_methods, format_markdown
+    from clipfuse.evaluation.tables import format_compact
+    from clipfuse.evaluation.zeroshot_eval import per_class_recall
     from clipfuse.extraction import extract
     from clipfuse.logits.views import bundle_for
     from clipfuse.reports.report import write_report
@@ -83,7 +86,7 @@ def run_demo(
         result = evaluate_methods(
             train,
             test,
-            methods or CORE_METHODS,
+            methods or [*CORE_METHODS, RECOMMENDED],
             [(k, None) for k in shots],
             list(range(seeds)),
             dataset=name,
@@ -98,13 +101,17 @@ def run_demo(
             comp,
             cka=cka,
             gflops={n: g for n, g in zip(test.names, test.gflops) if g is not None},
-            info={"view": test.view, "specs": test.specs, "source": source},
+            info={"view": test.view, "specs": test.specs, "source": source,
+                  "per_class": per_class_recall(test), "classnames": list(test.classnames),
+                  "templates": list(test.templates)},  # fmt: skip
         )
-        tables[name] = format_markdown(result.summary())
+        rows = result.summary()
+        tables[name] = format_markdown(rows)
         log(
             f"\n## {name} (test: {test.labels.numel()} images; hold-out from {train.labels.numel()} train images)\n"
         )
-        log(tables[name])
+        log(format_compact(rows, RECOMMENDED))
+        log(f"full table: {out / name / 'results.md'}")
     files = write_report(out, title="clipfuse demo: zoo backbones on CIFAR-10 and Fashion-MNIST")
     seconds = time.perf_counter() - start
     log(f"\nreport: {files.html}  ({seconds:.0f}s in all)")

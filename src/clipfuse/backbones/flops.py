@@ -1,4 +1,8 @@
-"""Image-tower GFLOPs, counted once with PyTorch's own FLOP counter and memoised.
+"""Image-tower GFLOPs, counted once with PyTorch's own FLOP counter and memoised: the one FLOP
+counter of clipfuse. Every GFLOPs figure (extraction's store metadata, cascade costs, reports,
+`clipfuse backbones`, the zoo cards) is this count; a zoo card records ``COUNTER`` beside its
+figure, and a figure from another counter version is not shown (tests/test_zoo.py checks the
+shipped cards against a live count).
 
 Convention: 2 FLOPs per multiply-add (the convention of a matmul benchmark's 2·M·N·K), so
 `gflops × images/s` compares directly with a measured matrix-multiply rate. fvcore-based tables
@@ -16,9 +20,12 @@ from clipfuse.hashing import CACHE_ROOT, read_memo, write_memo
 _CACHE = CACHE_ROOT / "gflops.json"
 
 
+COUNTER = "v2"  # v1 missed the MHA fast path's projections (ViTs were a third too cheap)
+
+
 def image_gflops(backbone) -> float:
     """GFLOPs of one image through the image tower at the backbone's input size."""
-    key = f"{backbone.info.fingerprint}:v2"  # v1 missed the MHA fast path's projections
+    key = f"{backbone.info.fingerprint}:{COUNTER}"
     cache: dict[str, float] = read_memo(_CACHE) or {}
     if key in cache:
         return cache[key]

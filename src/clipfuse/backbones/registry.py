@@ -36,6 +36,13 @@ def _family(model_cfg: dict[str, Any]) -> str:
     return "resnet" if isinstance(vision.get("layers"), (list, tuple)) else "vit"
 
 
+def _card_gflops(card: dict[str, Any]) -> float | None:
+    """A card's GFLOPs when the current counter made it (one counter: backbones/flops.py)."""
+    from clipfuse.backbones.flops import COUNTER
+
+    return card.get("image_gflops") if card.get("image_gflops_counter") == COUNTER else None
+
+
 def _zoo_entries() -> list[RegistryEntry]:
     entries = []
     for cfg_path in sorted(ZOO_DIR.glob("*/open_clip_config.json")):
@@ -49,7 +56,7 @@ def _zoo_entries() -> list[RegistryEntry]:
                 family=_family(model_cfg),
                 embed_dim=model_cfg.get("embed_dim"),
                 image_size=model_cfg.get("vision_cfg", {}).get("image_size"),
-                image_gflops=meta.get("image_gflops"),
+                image_gflops=_card_gflops(meta),
                 source="clipfuse zoo (trained here)",
             )
         )

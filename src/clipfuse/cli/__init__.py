@@ -10,7 +10,7 @@ import argparse
 import sys
 import warnings
 
-from clipfuse.cli import analysis_cmds, core_cmds, fusion_cmds, serve_cmds  # noqa: F401  (registers the commands)
+from clipfuse.cli import analysis_cmds, core_cmds, fusion_cmds, methods_cmd, serve_cmds  # noqa: F401  (registers the commands)
 from clipfuse.cli.common import COMMANDS, PARSERS
 from clipfuse.cli.validate import OneLineParser, harden
 from clipfuse.errors import ClipfuseError, DeprecatedNameWarning
@@ -20,6 +20,7 @@ _SHOW = warnings.showwarning
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="clipfuse", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"clipfuse {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in PARSERS:
         add(sub)
@@ -32,6 +33,12 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None) ->
         print(f"clipfuse: warning: {message}", file=sys.stderr)
     else:
         _SHOW(message, category, filename, lineno, file, line)
+
+
+def _version() -> str:
+    from clipfuse import __version__
+
+    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from clipfuse.errors import ClipfuseError
 @command("analyze")
 def cmd_analyze(args) -> int:
     from clipfuse.analysis import analyze_view
+    from clipfuse.evaluation.zeroshot_eval import per_class_recall
     from clipfuse.reports.results import save_analysis
 
     store = existing_store(args.store)
@@ -38,16 +39,18 @@ def cmd_analyze(args) -> int:
             comp,
             cka=cka,
             gflops=gflops or None,
-            info={"view": bundle.view, "split": split, "specs": bundle.specs, "source": source},
+            info={"view": bundle.view, "split": split, "specs": bundle.specs, "source": source,
+                  "per_class": per_class_recall(bundle), "classnames": list(bundle.classnames),
+                  "templates": list(bundle.templates)},  # fmt: skip
         )
         summary.append(
             {
                 "dataset": bundle.dataset,
                 "n": comp.n_samples,
                 "best single": comp.best_backbone,
-                "best acc": 100 * comp.best_accuracy,
-                "oracle": 100 * comp.oracle_accuracy,
-                "oracle gap": 100 * comp.oracle_gap,
+                "best acc": float(comp.best_accuracy),
+                "oracle": float(comp.oracle_accuracy),
+                "oracle gap": float(comp.oracle_gap),
                 "disagreement": comp.mean_disagreement,
                 "mean JS": comp.mean_js_divergence,
             }
@@ -56,7 +59,7 @@ def cmd_analyze(args) -> int:
             print(f"\n{bundle.dataset}/{split}: per-backbone top-1 (%)")
             print_table(
                 [
-                    {"backbone": n, "top1": 100 * float(a), "alone correct": int(u)}
+                    {"backbone": n, "top1": float(a), "alone correct": int(u)}
                     for n, a, u in zip(comp.backbones, comp.accuracy, comp.unique_correct_count)
                 ],
                 ["backbone", "top1", "alone correct"],
@@ -126,7 +129,7 @@ def cmd_robustness(args) -> int:
         {
             "perturbation": f"{r['perturbation']}-{r['severity']}",
             "model": r["method"],
-            "top1": 100 * r["accuracy"],
+            "top1": float(r["accuracy"]),
             "drop": r["drop_points"],
         }
         for r in result["records"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -92,11 +92,31 @@ def existing_store(path: str):
     return as_store(path)
 
 
-def print_table(rows: list[dict], columns: list[str]) -> None:
-    def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) else str(v)
+# One unit for accuracy: rows (and every JSON file) hold fractions in [0, 1]; a table on screen
+# shows these columns as percentages with 2 decimals. POINT_COLUMNS are already differences in
+# percentage points and get the same 2 decimals.
+ACCURACY_COLUMNS = frozenset(
+    {"top1", "top5", "mean_per_class_recall", "best acc", "oracle", "oracle gap", "accuracy"}
+)
+POINT_COLUMNS = frozenset({"drop"})
 
-    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns}
+
+def format_cell(column: str, v: Any, percent: frozenset[str] = frozenset()) -> str:
+    """One table cell: accuracies (fractions) as percent with 2 decimals, points with 2,
+    other floats with 4."""
+    if isinstance(v, float) and not isinstance(v, bool):
+        if column in ACCURACY_COLUMNS or column in percent:
+            return f"{100 * v:.2f}"
+        return f"{v:.2f}" if column in POINT_COLUMNS else f"{v:.4f}"
+    return str(v)
+
+
+def print_table(rows: list[dict], columns: list[str], percent: Iterable[str] = ()) -> None:
+    """Aligned columns; accuracies in rows are fractions and print as percentages (see
+    ACCURACY_COLUMNS; ``percent`` names more such columns, e.g. per-backbone recalls)."""
+    extra = frozenset(percent)
+    cells = [{c: format_cell(c, r.get(c, ""), extra) for c in columns} for r in rows]
+    widths = {c: max(len(c), *(len(cell[c]) for cell in cells)) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
-    for r in rows:
-        print("  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in columns))
+    for cell in cells:
+        print("  ".join(cell[c].ljust(widths[c]) for c in columns))

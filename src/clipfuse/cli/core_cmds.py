@@ -84,36 +84,54 @@ def cmd_extract(args) -> int:
     return 0
 
 
+def _warn_never_predicted(names: list[str]) -> None:
+    """One line on stderr naming every class no backbone predicts (a name the text towers do not
+    know fails silently otherwise: 0 % recall, a slightly low mean)."""
+    if names:
+        listed = ", ".join(repr(n) for n in names)
+        print(
+            f"warning: no backbone predicts {len(names)} class(es) for any image: {listed}; "
+            "check the class names (--classnames) and the prompt templates (--templates)",
+            file=sys.stderr,
+        )
+
+
 @command("zeroshot")
 def cmd_zeroshot(args) -> int:
-    from clipfuse.evaluation.zeroshot_eval import zeroshot_table
+    from clipfuse.evaluation.zeroshot_eval import never_predicted, per_class_recall, zeroshot_table
     from clipfuse.logits.views import bundle_for
 
     dataset = open_data(args)
     bundle = bundle_for(existing_store(args.store), dataset)
     rows = zeroshot_table(bundle)
+    per_class = per_class_recall(bundle) if args.per_class else None
     if args.predictions or args.logits:
         from clipfuse.evaluation.per_sample import write_per_sample
 
         for path in write_per_sample(bundle, predictions=args.predictions, logits=args.logits):
             print(f"wrote {path}", file=sys.stderr)
+    _warn_never_predicted(never_predicted(bundle))
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "view": bundle.view,
-                    "dataset": dataset.name,
-                    "split": dataset.split,
-                    "results": rows,
-                },
-                indent=1,
-            )
-        )
-    else:
-        print(
-            f"zero-shot on {bundle.view} ({rows[0]['n']} images, {len(dataset.classnames)} classes)"
-        )
-        print_table(rows, ["backbone", "top1", "top5", "mean_per_class_recall"])
+        answer = {
+            "view": bundle.view,
+            "dataset": dataset.name,
+            "split": dataset.split,
+            "classnames": list(bundle.classnames),
+            "templates": list(bundle.templates),
+            "results": rows,
+        }
+        if per_class is not None:
+            answer["per_class"] = per_class
+        print(json.dumps(answer, indent=1))
+        return 0
+    print(f"zero-shot on {bundle.view} ({rows[0]['n']} images, {len(dataset.classnames)} classes)")
+    print(f"class names: {', '.join(bundle.classnames)}")
+    first = bundle.templates[0] if bundle.templates else ""
+    print(f"prompt templates: {len(bundle.templates)} (first: {first!r})")
+    print_table(rows, ["backbone", "top1", "top5", "mean_per_class_recall"])
+    if per_class is not None:
+        print("\nrecall per class (%):")
+        print_table(per_class, ["class", "n", *bundle.names], percent=bundle.names)
     return 0
 
 
@@ -164,4 +182,7 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--logits", default=None, help="safetensors: (B, N, C) logits, labels, sample ids"
+    )
+    p.add_argument(
+        "--per-class", action="store_true", help="recall of every class for every backbone"
     )

@@ -58,10 +58,12 @@ def _command_line(args) -> list[str]:
 
 @command("evaluate")
 def cmd_evaluate(args) -> int:
+    from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.data.holdout import parse_budgets
     from clipfuse.engines import get_engine
     from clipfuse.evaluation.fanout import evaluate_with
     from clipfuse.evaluation.outputs import write_results
+    from clipfuse.evaluation.tables import format_compact
 
     command_line = _command_line(args)
     engine = None if args.engine == "local" else get_engine(args.engine, args.ray_address)
@@ -95,8 +97,8 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result.summary(), indent=1))
     else:
-        print(paths["md"].read_text())
-        print(f"written: {', '.join(str(p) for p in paths.values())}")
+        print(format_compact(result.summary(), RECOMMENDED))
+        print(f"full table: {paths['md']}; written: {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
@@ -105,6 +107,7 @@ def cmd_fit(args) -> int:
     from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.data.holdout import parse_budgets
     from clipfuse.ensemble import fit_ensemble
+    from clipfuse.ensemble.fit import describe_fit
 
     store = existing_store(args.store)
     (shots, fraction), *rest = parse_budgets(args.shots, args.fraction)
@@ -123,11 +126,8 @@ def cmd_fit(args) -> int:
         allow_transductive=args.allow_transductive,
     )
     path = ensemble.save(args.out)
-    t = ensemble.training
-    print(
-        f"fitted {ensemble.combiner.name} on {t['num_labels']} labels ({t['budget']}, seed {args.seed}) of {train.view}; "
-        f"saved {path}"
-    )
+    print("\n".join(describe_fit(ensemble)))
+    print(f"saved {path}")
     return 0
 
 
@@ -148,7 +148,7 @@ def cmd_predict(args) -> int:
         transductive=args.transductive,
     )
     for f in failures:
-        print(f"skipped unreadable image {f['image']}: {f['error']}", file=sys.stderr)
+        print(f"skipped unreadable image {f['image']} ({f['kind']}): {f['error']}", file=sys.stderr)
     if not predictions:
         raise ClipfuseError(f"none of the {len(failures)} image(s) could be read")
     if args.json:
@@ -205,9 +205,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument(
         "--methods",
-        default="core",
-        help="comma list of combiners and groups: core (default), recommended, label-free, "
-        "weighted, controllers, heads, compute, transductive, all",
+        default="core,recommended",
+        help="comma list of combiners and groups: core, recommended, label-free, weighted, "
+        "controllers, heads, compute, transductive, all (default: core,recommended; "
+        "`clipfuse methods` lists them)",
     )
     p.add_argument("--shots", default=None, help="k per class, comma list (e.g. 1,4,16)")
     p.add_argument(
@@ -303,7 +304,7 @@ def cmd_tradeoffs(args) -> int:
             {
                 "point": p["label"],
                 "cost": p["cost"],
-                "top1": 100 * p["accuracy"],
+                "top1": float(p["accuracy"]),
                 "backbones/img": p["backbones"],
             }
             for p in report["prefix_curve"] + [report["cascade"]]
@@ -317,7 +318,7 @@ def cmd_tradeoffs(args) -> int:
                     "budget": s["budget"],
                     "subset": "+".join(s["backbones"]),
                     "cost": s["cost"],
-                    "top1": 100 * s["test_accuracy"],
+                    "top1": float(s["test_accuracy"]),
                 }
                 for s in report["subsets"]
             ],

@@ -204,20 +204,31 @@ class Combiner:
         self.feature_dims_ = None if features is None else [int(f.shape[1]) for f in features]
         return self
 
-    def predict_logits(self, features: FeaturesLike, logits: ArrayLike) -> torch.Tensor:
-        """(N, C) fused scores on ``device``; rows are independent, so callers may chunk N."""
+    @property
+    def classes_(self) -> np.ndarray:
+        """Class indices ``0..C-1`` that the columns of ``predict_proba`` stand for (set by
+        fit; scikit-learn's name). Logits carry no class names: a saved ensemble's ``classes_``
+        gives the names."""
+        if not self.is_fitted:
+            raise AttributeError("classes_ is set by fit")
+        return np.arange(self.num_classes_)
+
+    def predict_logits(self, features: FeaturesLike, logits: ArrayLike) -> ArrayLike:
+        """(N, C) fused scores; rows are independent, so callers may chunk N. A tensor on
+        ``device`` for tensor logits, a numpy array for numpy logits."""
         self._check_fitted()
         feats, z, _ = self._prepare(features, logits, None)
         with torch.no_grad():
-            return self._predict_logits(feats, z)
+            return _like(logits, self._predict_logits(feats, z))
 
-    def predict_proba(self, features: FeaturesLike, logits: ArrayLike) -> torch.Tensor:
-        """(N, C) class probabilities, rows sum to 1."""
-        return torch.softmax(self.predict_logits(features, logits), dim=-1)
+    def predict_proba(self, features: FeaturesLike, logits: ArrayLike) -> ArrayLike:
+        """(N, C) class probabilities, rows sum to 1 (numpy for numpy logits)."""
+        z = self.predict_logits(features, to_tensor(logits))
+        return _like(logits, torch.softmax(z, dim=-1))
 
-    def predict(self, features: FeaturesLike, logits: ArrayLike) -> torch.Tensor:
-        """(N,) int64 predicted classes."""
-        return self.predict_logits(features, logits).argmax(dim=-1)
+    def predict(self, features: FeaturesLike, logits: ArrayLike) -> ArrayLike:
+        """(N,) int64 predicted classes (numpy for numpy logits)."""
+        return _like(logits, self.predict_logits(features, to_tensor(logits)).argmax(dim=-1))
 
     def score(self, features: FeaturesLike, logits: ArrayLike, y: ArrayLike) -> float:
         """Top-1 accuracy on labelled data (scikit-learn's ``ClassifierMixin.score``), computed
@@ -225,7 +236,8 @@ class Combiner:
         self._check_fitted()
         b, n, c = check_logits(logits)
         check_labels(y, n, c)
-        labels = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
+        labels = to_tensor(y)
+        logits = to_tensor(logits)
         correct = 0
         chunk = n if self.transductive else SCORE_CHUNK  # transductive: the whole set at once
         for start in range(0, n, chunk):
@@ -302,3 +314,8 @@ class Combiner:
         tensors = {k: v.to(obj.device) for k, v in state_dict.items()}
         obj._set_fitted(meta, tensors)
         return obj
+
+
+def _like(reference: ArrayLike, out: torch.Tensor) -> ArrayLike:
+    """``out`` as numpy when the caller passed numpy (scikit-learn users), else as is."""
+    return out.cpu().numpy() if isinstance(reference, np.ndarray) else out

@@ -288,8 +288,9 @@ def _wds_label(payload: bytes, key: str, shards: list[Path]) -> int:
         ) from None
 
 
-def files_dataset(paths: list[str], classnames: list[str] | None = None) -> ImageDataset:
-    """Loose image files or folders of them (for `clipfuse predict`); labels are unknown (-1)."""
+def expand_paths(paths: list[str]) -> list[str]:
+    """Image files and the images inside folders (sorted), in the order given; a path that does
+    not exist is a DataError (a typo, not a bad image)."""
     files: list[str] = []
     for raw in paths:
         p = Path(raw).expanduser()
@@ -299,6 +300,12 @@ def files_dataset(paths: list[str], classnames: list[str] | None = None) -> Imag
             files.append(str(p))
         else:
             raise DataError(f"image or folder not found: {raw!r}")
+    return files
+
+
+def files_dataset(paths: list[str], classnames: list[str] | None = None) -> ImageDataset:
+    """Loose image files or folders of them (for `clipfuse predict`); labels are unknown (-1)."""
+    files = expand_paths(paths)
     if not files:
         raise DataError(f"no image files in {', '.join(paths)}")
     return ImageDataset(

@@ -12,6 +12,8 @@ both give the same labels and probabilities.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,7 +22,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from clipfuse.backbones.backbone import Backbone
+from clipfuse.data.dataset import ImageDataset
+from clipfuse.data.image_failures import failure_record
 from clipfuse.data.sources import files_dataset
+from clipfuse.ensemble.inputs import in_memory
 from clipfuse.errors import ClipfuseError
 from clipfuse.extraction.decode_once import (
     DecodeOnceDataset,
@@ -77,16 +82,42 @@ def preprocess_images(backbones: dict[int, Backbone], images: list) -> dict[int,
     return pixels
 
 
-def predict_pixels(
-    ensemble: SavedEnsemble,
-    backbones: dict[int, Backbone],
-    pixels: dict[int, torch.Tensor],
-    top_k: int = 1,
-) -> list[dict[str, Any]]:
-    """The core of prediction, shared by `predict_images` and the HTTP server: one batch of
-    preprocessed pixels ({needed backbone: (N, 3, H, W)}) -> one record per image (label,
-    probability, top-k, NLC temperatures or a cascade's backbones run and cost). A cascade
-    encodes a later backbone only for the rows that have not exited."""
+@dataclass
+class Fused:
+    """One batch's fused output: probabilities (N, C) and what a record reports beside them."""
+
+    proba: torch.Tensor
+    temps: torch.Tensor | None = None  # NLC temperatures (N, B)
+    cost: torch.Tensor | None = None  # a cascade's per-row cost
+    used: torch.Tensor | None = None  # a cascade's backbones run per row
+
+    def rows(self) -> list[Fused]:
+        """One single-row Fused per image (the server batches images of several requests)."""
+        return [
+            Fused(*(None if t is None else t[k : k + 1] for t in self._parts()))
+            for k in range(len(self.proba))
+        ]
+
+    @classmethod
+    def cat(cls, parts: list[Fused]) -> Fused:
+        """Rows back into one batch (inverse of ``rows``)."""
+        columns = list(zip(*(p._parts() for p in parts)))
+        return cls(*(None if c[0] is None else torch.cat(list(c)) for c in columns))
+
+    def _parts(self) -> tuple[torch.Tensor | None, ...]:
+        return self.proba, self.temps, self.cost, self.used
+
+    def records(self, ensemble: SavedEnsemble, top_k: int) -> list[dict[str, Any]]:
+        return prediction_records(
+            ensemble, self.proba, top_k, temps=self.temps, cost=self.cost, used=self.used
+        )
+
+
+def fuse_pixels(
+    ensemble: SavedEnsemble, backbones: dict[int, Backbone], pixels: dict[int, torch.Tensor]
+) -> Fused:
+    """One batch of preprocessed pixels ({needed backbone: (N, 3, H, W)}) -> fused output. A
+    cascade encodes a later backbone only for the rows that have not exited."""
     needed = list(backbones)
     n = len(next(iter(pixels.values())))
     with torch.inference_mode():
@@ -94,13 +125,25 @@ def predict_pixels(
             proba, cost, used = run_cascade(
                 ensemble, lambda b, rows: backbones[b].encode_images(pixels[b][rows]), n
             )
-            return prediction_records(ensemble, proba, top_k, cost=cost, used=used)
+            return Fused(proba, cost=cost, used=used)
         encoded = {
             k: (None, backbones[b].encode_images(pixels[b]).cpu().numpy())
             for k, b in enumerate(needed)
         }
         proba, temps = fuse_features(ensemble, needed, encoded, n)
-    return prediction_records(ensemble, proba, top_k, temps=temps)
+    return Fused(proba, temps=temps)
+
+
+def predict_pixels(
+    ensemble: SavedEnsemble,
+    backbones: dict[int, Backbone],
+    pixels: dict[int, torch.Tensor],
+    top_k: int = 1,
+) -> list[dict[str, Any]]:
+    """The core of prediction, shared by `predict_images` and the HTTP server: one batch of
+    preprocessed pixels -> one record per image (label, probability, top-k, NLC temperatures
+    or a cascade's backbones run and cost)."""
+    return fuse_pixels(ensemble, backbones, pixels).records(ensemble, top_k)
 
 
 def load_needed(ensemble: SavedEnsemble, device: str = "cpu") -> dict[int, Backbone]:
@@ -166,6 +209,87 @@ def prediction_records(
     return records
 
 
+def fused_batches(
+    ensemble: SavedEnsemble,
+    dataset: ImageDataset,
+    backbones: dict[int, Backbone],
+    *,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    progress: bool = True,
+    transductive: bool = False,
+) -> Iterator[tuple[list[int], Fused | None, list[dict[str, Any]]]]:
+    """(positions read, their fused output or None, failure records) per decoded batch.
+
+    A transductive combiner is refused unless ``transductive=True``; then every image is
+    encoded first and all of them are fused together (one answer for the whole set given)."""
+    whole = ensemble.combiner.transductive
+    if whole and not transductive:
+        raise ClipfuseError(
+            f"{ensemble.combiner.name} is transductive: each answer depends on the other images "
+            "given; pass transductive=True (CLI: --transductive) to score them all together"
+        )
+    if num_workers is None and in_memory(dataset):
+        num_workers = 0  # workers would copy the caller's arrays for nothing
+    kept: list[int] = []
+    encoded: list[list[np.ndarray]] = [[] for _ in backbones]
+    all_failures: list[dict[str, Any]] = []
+    stream = _batches(backbones, list(backbones), dataset, batch_size, num_workers, progress)
+    for ok_positions, batch, batch_failures in stream:
+        failures = [failure_record(dataset.sample_ids[p], e) for p, e in batch_failures]
+        if not ok_positions:
+            if whole:
+                all_failures.extend(failures)
+            else:
+                yield [], None, failures
+            continue
+        pixels = {b: batch[k][1] for k, b in enumerate(backbones)}  # loader slots follow `needed`
+        if whole:  # encode now, fuse once all images are in
+            all_failures.extend(failures)
+            kept.extend(ok_positions)
+            with torch.inference_mode():
+                for k, b in enumerate(backbones):
+                    encoded[k].append(backbones[b].encode_images(pixels[b]).cpu().numpy())
+        else:
+            yield ok_positions, fuse_pixels(ensemble, backbones, pixels), failures
+    if whole:
+        fused = None
+        if kept:
+            parts = {k: (None, np.concatenate(e)) for k, e in enumerate(encoded)}
+            fused = Fused(*fuse_features(ensemble, list(backbones), parts, len(kept)))
+        yield kept, fused, all_failures
+
+
+def predict_dataset(
+    ensemble: SavedEnsemble,
+    dataset: ImageDataset,
+    *,
+    backbones: dict[int, Backbone] | None = None,
+    device: str = "cpu",
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    top_k: int = 1,
+    progress: bool = True,
+    transductive: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(predictions, failures): one record per readable image, one ``{"image", "kind",
+    "error"}`` per unreadable one (the policy of `clipfuse.data.image_failures`)."""
+    backbones = load_needed(ensemble, device) if backbones is None else backbones
+    predictions: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    for positions, fused, batch_failures in fused_batches(
+        ensemble, dataset, backbones, batch_size=batch_size, num_workers=num_workers,
+        progress=progress, transductive=transductive,
+    ):  # fmt: skip
+        failures.extend(batch_failures)
+        if fused is None:
+            continue
+        records = fused.records(ensemble, top_k)
+        for position, record in zip(positions, records):
+            predictions.append({"image": dataset.sample_ids[position], **record})
+    return predictions, failures
+
+
 def predict_images(
     ensemble: SavedEnsemble,
     paths: list[str],
@@ -176,41 +300,9 @@ def predict_images(
     top_k: int = 1,
     progress: bool = True,
     transductive: bool = False,
-) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """(predictions, failures): one dict per readable image, one per unreadable one.
-
-    A transductive combiner is refused unless ``transductive=True``; then every image is
-    encoded first and all of them are fused together (one answer for the whole set given)."""
-    whole = ensemble.combiner.transductive
-    if whole and not transductive:
-        raise ClipfuseError(
-            f"{ensemble.combiner.name} is transductive: each answer depends on the other images "
-            "given; pass transductive=True (CLI: --transductive) to score them all together"
-        )
-    dataset = files_dataset(paths)
-    backbones = load_needed(ensemble, device)
-    predictions: list[dict[str, Any]] = []
-    failures: list[dict[str, str]] = []
-    kept: list[int] = []
-    encoded: list[list[np.ndarray]] = [[] for _ in backbones]
-    stream = _batches(backbones, list(backbones), dataset, batch_size, num_workers, progress)
-    for ok_positions, batch, batch_failures in stream:
-        failures.extend({"image": dataset.sample_ids[p], "error": e} for p, e in batch_failures)
-        if not ok_positions:
-            continue
-        pixels = {b: batch[k][1] for k, b in enumerate(backbones)}  # loader slots follow `needed`
-        if whole:  # encode now, fuse once all images are in
-            kept.extend(ok_positions)
-            with torch.inference_mode():
-                for k, b in enumerate(backbones):
-                    encoded[k].append(backbones[b].encode_images(pixels[b]).cpu().numpy())
-            continue
-        records = predict_pixels(ensemble, backbones, pixels, top_k)
-        for position, record in zip(ok_positions, records):
-            predictions.append({"image": dataset.sample_ids[position], **record})
-    if whole and kept:
-        parts = {k: (None, np.concatenate(e)) for k, e in enumerate(encoded)}
-        proba, temps = fuse_features(ensemble, list(backbones), parts, len(kept))
-        records = prediction_records(ensemble, proba, top_k, temps=temps)
-        predictions = [{"image": dataset.sample_ids[p], **r} for p, r in zip(kept, records)]
-    return predictions, failures
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(predictions, failures) for image files and folders of them (`clipfuse predict`)."""
+    return predict_dataset(
+        ensemble, files_dataset(paths), device=device, batch_size=batch_size,
+        num_workers=num_workers, top_k=top_k, progress=progress, transductive=transductive,
+    )  # fmt: skip

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, safe_open
 from clipfuse.combiners import Combiner, combiner_from_state
 from clipfuse.data.holdout import HoldoutDraw
 from clipfuse.ensemble.checksum import save_sealed, verify
+from clipfuse.ensemble.inputs import Images, images_dataset
 from clipfuse.errors import ClipfuseError, DataError, FitError, ProvenanceMismatchError
 from clipfuse.paths import ensure_dir
 
@@ -46,6 +48,7 @@ class SavedEnsemble:
     classifiers: list[torch.Tensor]  # B x (C, D_b)
     combiner: Combiner
     training: dict[str, Any] = field(default_factory=dict)  # view, budget, seed, hold-out hash
+    _loaded: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_fitted(
@@ -66,6 +69,7 @@ class SavedEnsemble:
         training: dict[str, Any] = {"view": bundle.view, "dataset": bundle.dataset}
         if combiner.transductive:
             training["transductive"] = True
+        training["fit_notes"] = json.loads(json.dumps(combiner.fit_notes(), default=float))
         if draw is not None:
             training.update(
                 budget=draw.budget,
@@ -83,9 +87,22 @@ class SavedEnsemble:
             training=training,
         )
 
+    @property
+    def classes_(self) -> np.ndarray:
+        """The class names, in the order of ``predict_proba``'s columns (scikit-learn's name)."""
+        return np.array(self.classnames)
+
+    def _backbones(self, device: str) -> dict[int, Any]:
+        """The loaded backbones the combiner reads (loaded once per device, then reused)."""
+        from clipfuse.ensemble.predict import load_needed
+
+        if device not in self._loaded:
+            self._loaded[device] = load_needed(self, device)
+        return self._loaded[device]
+
     def predict(
         self,
-        images: list[str | Path],
+        images: Images,
         *,
         device: str = "cpu",
         batch_size: int = 32,
@@ -94,20 +111,76 @@ class SavedEnsemble:
         progress: bool = False,
         transductive: bool = False,
     ) -> list[dict[str, Any]]:
-        """One record per image (label, probability, top-k, temperatures where the method has
-        them). An unreadable image is a DataError unless ``skip_unreadable``, which gives it a
-        record ``{"image", "error"}`` instead. A transductive ensemble is scored on all ``images``
-        together, and only with ``transductive=True``."""
-        from clipfuse.ensemble.predict import predict_images
+        """One record per image, in input order (image, label, probability, top-k, temperatures
+        where the method has them). ``images``: a path (file or folder), PIL image or uint8
+        array (HWC, HW, or a batch), or a list of these. An unreadable image is a DataError
+        unless ``skip_unreadable``, which lists it as ``{"image", "kind", "error"}`` in its place
+        (the policy of `clipfuse predict` and `clipfuse serve`). A transductive ensemble is
+        scored on all ``images`` together, and only with ``transductive=True``."""
+        from clipfuse.ensemble.predict import predict_dataset
 
-        predictions, failures = predict_images(
-            self, [str(i) for i in images], device=device, batch_size=batch_size,
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise DataError(f"top_k must be a positive integer; got {top_k!r}")
+        dataset = images_dataset(images)
+        predictions, failures = predict_dataset(
+            self, dataset, backbones=self._backbones(device), batch_size=batch_size,
             top_k=top_k, progress=progress, transductive=transductive,
         )  # fmt: skip
         if failures and not skip_unreadable:
-            first = failures[0]
-            raise DataError(f"cannot read image {first['image']!r}: {first['error']}")
-        return predictions + failures
+            _raise_unreadable(failures)
+        order = {image: k for k, image in enumerate(dataset.sample_ids)}
+        return sorted(predictions + failures, key=lambda r: order[r["image"]])
+
+    def predict_proba(
+        self, images: Images, *, device: str = "cpu", batch_size: int = 32, progress: bool = False
+    ) -> np.ndarray:
+        """(N, C) float32 class probabilities, one row per image in input order, columns in
+        ``classes_`` order. Every image must be readable (a DataError names the first that is
+        not): rows must line up with the caller's images."""
+        from clipfuse.ensemble.predict import fused_batches
+
+        dataset = images_dataset(images)
+        proba = np.zeros((len(dataset), len(self.classnames)), dtype=np.float32)
+        failures: list[dict[str, Any]] = []
+        for positions, fused, batch_failures in fused_batches(
+            self, dataset, self._backbones(device), batch_size=batch_size, progress=progress
+        ):
+            failures.extend(batch_failures)
+            if fused is not None:
+                proba[positions] = fused.proba.float().numpy()
+        if failures:
+            _raise_unreadable(failures)
+        return proba
+
+    def score(
+        self, images: Images, labels: Any, *, device: str = "cpu", batch_size: int = 32
+    ) -> float:
+        """Top-1 accuracy (a fraction) on labelled images; ``labels`` are class names or
+        indices into ``classnames``, one per image (scikit-learn's ``score``)."""
+        proba = self.predict_proba(images, device=device, batch_size=batch_size)
+        y = self._label_indices(labels, len(proba))
+        return float((proba.argmax(axis=1) == y).mean())
+
+    def _label_indices(self, labels: Any, n: int) -> np.ndarray:
+        values = list(labels.tolist() if hasattr(labels, "tolist") else labels)
+        if len(values) != n:
+            raise DataError(f"got {len(values)} labels for {n} images")
+        index = {name: k for k, name in enumerate(self.classnames)}
+        out = np.empty(n, dtype=np.int64)
+        for k, v in enumerate(values):
+            if isinstance(v, str):
+                if v not in index:
+                    raise DataError(
+                        f"label {v!r} is not a class of this ensemble ({', '.join(self.classnames[:5])}, ...)"
+                    )
+                out[k] = index[v]
+            elif isinstance(v, (int, np.integer)) and 0 <= int(v) < len(self.classnames):
+                out[k] = int(v)
+            else:
+                raise DataError(
+                    f"label {v!r} is neither a class name nor an index in [0, {len(self.classnames)})"
+                )
+        return out
 
     def save(self, path: str | Path) -> Path:
         """Write the ensemble to `path` and a readable copy of its header to `path` with .json."""
@@ -228,6 +301,14 @@ def check_transductive(combiner: Combiner, allowed: bool) -> None:
             f"{combiner.name} is transductive (an image's prediction depends on the other images "
             "given with it); opt in with allow_transductive=True (CLI: --allow-transductive)"
         )
+
+
+def _raise_unreadable(failures: list[dict[str, Any]]) -> None:
+    first = failures[0]
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    raise DataError(
+        f"cannot read image {first['image']!r} ({first['kind']}): {first['error']}{more}"
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -80,6 +80,7 @@ def evaluate_methods(
             "device": device,
             "specs": test.specs,
             "classnames": list(test.classnames),
+            "templates": list(test.templates),
             "gflops": {n: g for n, g in zip(test.names, test.gflops) if g is not None},
             "train_samples": int(train.labels.numel()),
             "test_samples": int(test.labels.numel()),

@@ -39,3 +39,64 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
             )
         lines.append(line)
     return "\n".join(lines)
+
+
+COMPACT_METHODS = ("nlc", "mean_logits", "best_single")  # beside the recommended method
+
+
+def format_compact(rows: list[dict[str, Any]], recommended: str) -> str:
+    """The answer to "which classifier, and how much better than my best backbone?" in a few
+    columns: zero-shot per backbone and the oracle on one line, then per label budget the
+    recommended method, NLC, the mean and the hold-out's best single as gain vs the backbone best on
+    the evaluated images (worst seed in brackets), then one line naming the method to use.
+    The full table stays in results.md / results.csv."""
+    singles = [r for r in rows if r["kind"] == "single"]
+    oracle = next((r for r in rows if r["kind"] == "oracle"), None)
+    methods = [r for r in rows if r["kind"] == "method"]
+    parts = [f"{r['method']} {r['top1_mean']:.2f}" for r in singles]
+    if oracle is not None:
+        parts.append(f"oracle {oracle['top1_mean']:.2f}")
+    lines = ["zero-shot top-1 (%): " + " · ".join(parts)]
+    budgets = list(dict.fromkeys(r["budget"] for r in methods))
+    shown = [m for m in (recommended, *COMPACT_METHODS) if any(r["method"] == m for r in methods)]
+    if not budgets or not shown:
+        return "\n".join(lines)
+    by_key = {(r["method"], r["budget"]): r for r in methods}
+    lines += [
+        "",
+        "gain vs the best backbone on these images, points (worst seed):",
+        "| method | " + " | ".join(budgets) + " |",
+        "|---" * (1 + len(budgets)) + "|",
+    ]
+    for name in shown:
+        label = f"**{name}** (recommended)" if name == recommended else name
+        if name == "best_single":
+            label = "best_single (chosen on the hold-out)"
+        cells = []
+        for b in budgets:
+            r = by_key.get((name, b))
+            gain = None if r is None else r.get("gain_vs_reference_points")
+            cells.append(
+                "" if gain is None else f"{gain:+.2f} ({r['worst_vs_reference_points']:+.2f})"
+            )
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if singles:
+        best = max(singles, key=lambda r: r["top1_mean"])
+        lines.append(
+            f"\nbest backbone on these images (the reference; chosen with their labels): "
+            f"{best['method']}, {best['top1_mean']:.2f} %"
+        )
+    lines.append(use_line(methods, recommended))
+    return "\n".join(lines)
+
+
+def use_line(methods: list[dict[str, Any]], recommended: str) -> str:
+    """One line naming the method to use: the recommended one (chosen on the project's own tuning
+    suite, never on these images), with its gain at the largest budget shown here."""
+    ours = [r for r in methods if r["method"] == recommended]
+    if not ours:
+        return f"use: {recommended} (`clipfuse fit` without --method); not evaluated here"
+    last = ours[-1]
+    gain = last.get("gain_vs_reference_points")
+    said = "" if gain is None else f": {gain:+.2f} points vs the best backbone at {last['budget']}"
+    return f"use: {recommended} (`clipfuse fit` without --method){said}"

@@ -83,6 +83,9 @@ def _dataset_section(
             row.append(_num(gflops.get(b)))
         table_rows.append(row)
     sec.blocks.append(Table(columns, table_rows, "Per-backbone accuracy on the evaluated set"))
+    per_class = entry.info.get("per_class")
+    if per_class:
+        sec.blocks.append(_per_class_table(per_class, r.backbones))
 
     shots = _pick_shots(rows)
     chosen = [row for row in rows if str(row.get("shots")) == shots]
@@ -143,6 +146,22 @@ def _dataset_section(
     if gflops and all(b in gflops for b in r.backbones):
         sec.blocks.append(_compute_figure(name, r, gflops, chosen, dpi))
     return sec
+
+
+def _per_class_table(per_class: list[dict[str, Any]], backbones: list[str]) -> Table:
+    """Recall per class and backbone: a class every backbone misses (a name the text towers do
+    not know, like `car` for CIFAR-10's automobile) stands out instead of hiding in the mean."""
+    rows = []
+    for entry in per_class:
+        recalls = [entry.get(b) for b in backbones]
+        missed = all(v == 0 for v in recalls if v is not None)
+        name = _text(f"{entry['class']}{' (no backbone recalls it)' if missed else ''}")
+        rows.append([name, _num(entry["n"], "{:d}"), *(_num(v, scale=100) for v in recalls)])
+    return Table(
+        ["class", "images", *(f"{b} (%)" for b in backbones)],
+        rows,
+        "Zero-shot recall per class (classes and prompt templates as recorded for this view)",
+    )
 
 
 def _compute_figure(

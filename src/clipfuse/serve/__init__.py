@@ -11,6 +11,7 @@ SERVE_MODULES = {
     "uvicorn": "uvicorn",
     "prometheus_client": "prometheus-client",
     "multipart": "python-multipart",
+    "fastapi_offline": "fastapi-offline",  # Swagger UI assets: /docs works offline
 }
 
 

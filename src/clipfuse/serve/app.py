@@ -1,8 +1,11 @@
-"""The FastAPI app: POST /v1/classify, GET /healthz, /readyz, /metrics, and FastAPI's /docs.
+"""The FastAPI app: POST /v1/classify, GET /healthz, /readyz, /metrics, and /docs (Swagger UI
+served from the `fastapi-offline` package's assets, so it works without internet).
 
 A request is read (size-limited), decoded and preprocessed in a worker thread of the event
-loop's pool, then queued for the micro-batcher, whose single model thread runs
-`predict_pixels`, the same core as `clipfuse predict`: the answers are the same.
+loop's pool, then queued for the micro-batcher, whose single model thread runs `fuse_pixels`,
+the same core as `clipfuse predict`: the answers are the same. Bad images follow the policy of
+`clipfuse.data.image_failures`: the good ones of a request are answered and the bad ones listed
+in ``failures`` with their kind; a request with no good image is refused (4xx, the first kind).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from typing import Any
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from clipfuse.ensemble.predict import predict_pixels, preprocess_images
+from clipfuse.ensemble.predict import Fused, fuse_pixels, preprocess_images
 from clipfuse.ensemble.saved import SavedEnsemble
 from clipfuse.errors import ClipfuseError
 from clipfuse.serve.batching import MicroBatcher
@@ -40,7 +44,18 @@ from clipfuse.serve.metrics import Metrics, MetricsMiddleware
 CLASSIFY_DOC = """Classify one or more images. Send either a multipart form with one or more
 `file` parts, one raw image body with an `image/*` content type, or JSON
 `{"images": ["<base64>", ...]}`. Each prediction has the fields of one item of
-`clipfuse predict --json` plus `backbones` (those that ran); `timing` is the server's."""
+`clipfuse predict --json` plus `backbones` (those that ran); `timing` is the server's.
+`?top_k=K` asks for the K most probable classes (default: the server's `--top-k`). An image
+that cannot be decoded does not fail the others: it is listed in `failures` with its `kind`
+(as `clipfuse predict` lists it); only a request with no readable image is refused."""
+
+TOP_K_PARAMETER = {
+    "name": "top_k",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1},
+    "description": "how many of the most probable classes each prediction lists",
+}
 
 
 REQUEST_BODY_DOC = {
@@ -67,6 +82,16 @@ REQUEST_BODY_DOC = {
         },
     }
 }
+
+
+def request_top_k(raw: str | None, default: int) -> int:
+    """``?top_k=`` as a positive integer (the default when absent), or a 400 RequestError."""
+    if raw is None:
+        return default
+    value = raw.strip()
+    if not value.isdigit() or int(value) < 1:
+        raise RequestError("bad_parameter", f"top_k must be a positive integer; got {raw!r}")
+    return int(value)
 
 
 def check_servable(ensemble: SavedEnsemble) -> None:
@@ -104,8 +129,8 @@ def create_app(
         chosen = order[: record["backbones_run"]] if staged else list(backbones)
         return [names[b] for b in chosen]
 
-    def run_batch(pixels):
-        return predict_pixels(ensemble, backbones, pixels, top_k)
+    def run_batch(pixels) -> list[Fused]:
+        return fuse_pixels(ensemble, backbones, pixels).rows()  # each request picks its top_k
 
     def warm_up() -> None:
         gray = Image.new("RGB", (64, 64), (128, 128, 128))
@@ -130,8 +155,9 @@ def create_app(
             warming.cancel()
             await batcher.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="clipfuse",
+        redoc_url=None,
         summary=f"{ensemble.combiner.name} ensemble of {', '.join(names)} ({len(ensemble.classnames)} classes)",
         lifespan=lifespan,
     )
@@ -177,22 +203,40 @@ def create_app(
         )
 
     def prepare(payloads: list[Payload]):
-        images = [decode_image(p, limits) for p in payloads]
-        return preprocess_images(backbones, images)
+        """(good payloads, their pixels, failure records); with no good one, the first error."""
+        good, images, errors = [], [], []
+        for p in payloads:
+            try:
+                images.append(decode_image(p, limits))
+                good.append(p)
+            except RequestError as exc:
+                errors.append((p, exc))
+        if not good:
+            raise errors[0][1]
+        failures = [{"image": p.name, "kind": e.kind, "error": str(e)} for p, e in errors]
+        return good, preprocess_images(backbones, images), failures
 
-    @app.post("/v1/classify", description=CLASSIFY_DOC, openapi_extra=REQUEST_BODY_DOC)
+    @app.post(
+        "/v1/classify",
+        description=CLASSIFY_DOC,
+        openapi_extra={**REQUEST_BODY_DOC, "parameters": [TOP_K_PARAMETER]},
+    )
     async def classify(request: Request) -> dict[str, Any]:
         start = time.perf_counter()
+        k = request_top_k(request.query_params.get("top_k"), top_k)
         batcher: MicroBatcher = state["batcher"]
         with batcher.expecting():
             payloads = await payloads_of(request)
-            pixels = await anyio.to_thread.run_sync(prepare, payloads)
+            good, pixels, failures = await anyio.to_thread.run_sync(prepare, payloads)
         decoded = time.perf_counter()
-        records, timing = await batcher.submit(pixels)
+        rows, timing = await batcher.submit(pixels)
+        records = Fused.cat(rows).records(ensemble, k)
         predictions = [
             {"image": p.name, **record, "backbones": ran(record)}
-            for p, record in zip(payloads, records)
+            for p, record in zip(good, records)
         ]
+        for failure in failures:
+            metrics.errors.labels(failure["kind"]).inc()
         metrics.images.inc(len(predictions))
         for record in predictions:
             for name in record["backbones"]:
@@ -202,7 +246,7 @@ def create_app(
             **timing,
             "total_ms": 1000 * (time.perf_counter() - start),
         }
-        return {"predictions": predictions, "timing": timing}
+        return {"predictions": predictions, "failures": failures, "timing": timing}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from clipfuse.data.image_failures import failure_kind
 from clipfuse.errors import ClipfuseError
 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")  # what `clipfuse predict` reads
@@ -30,6 +31,7 @@ KINDS = {
     "bad_json": 400,
     "bad_base64": 400,
     "bad_multipart": 400,
+    "bad_parameter": 400,  # a query parameter out of range (?top_k=0)
     "no_images": 400,
     "not_an_image": 415,
     "unsupported_media_type": 415,
@@ -62,6 +64,7 @@ class Limits:
 class Payload:
     name: str  # the client's file name or the image's position; echoed, never opened
     data: bytes
+    error: RequestError | None = None  # why these bytes are no image (bad base64)
 
 
 async def read_body(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
@@ -106,8 +109,9 @@ def json_payloads(body: bytes, limits: Limits) -> list[Payload]:
             text = text.split(",", 1)[1]
         try:
             payloads.append(Payload(str(k), base64.b64decode(text, validate=True)))
-        except (binascii.Error, ValueError) as exc:
-            raise RequestError("bad_base64", f"images[{k}] is not valid base64 ({exc})") from None
+        except (binascii.Error, ValueError) as exc:  # this image fails, not the request
+            error = RequestError("bad_base64", f"images[{k}] is not valid base64 ({exc})")
+            payloads.append(Payload(str(k), b"", error))
     return payloads
 
 
@@ -131,6 +135,8 @@ def bomb_warnings_are_errors() -> None:
 def decode_image(payload: Payload, limits: Limits) -> Image.Image:
     """Bytes -> RGB image exactly as `clipfuse predict` decodes a file, or a RequestError."""
     where = f"image {payload.name!r}"
+    if payload.error is not None:
+        raise payload.error
     if not payload.data:
         raise RequestError("not_an_image", f"{where} is empty")
     try:
@@ -152,7 +158,7 @@ def decode_image(payload: Payload, limits: Limits) -> Image.Image:
             "not_an_image", f"{where} is not an image in a supported format ({', '.join(FORMATS)})"
         ) from None
     except OSError as exc:
-        kind = "truncated_image" if "truncated" in str(exc).lower() else "corrupt_image"
+        kind = failure_kind(type(exc).__name__, str(exc))  # the kinds `clipfuse predict` lists
         raise RequestError(kind, f"{where} cannot be decoded ({exc})") from None
     except Exception as exc:  # PIL plugins raise many types on hostile input; all are the client's
         raise RequestError(

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from clipfuse.backbones.flops import COUNTER
 from clipfuse.hashing import file_sha256
 from clipfuse.store.atomic import atomic_write_bytes
 from clipfuse.zoo.captions import training_templates
@@ -160,6 +161,7 @@ def write_card(
         card["image_gflops"] = (
             round(backbone.info.image_gflops, 5) if backbone.info.image_gflops else None
         )
+        card["image_gflops_counter"] = COUNTER  # backbones/flops.py: the one counter
         card["fingerprint"] = backbone.info.fingerprint
         card["logit_scale"] = round(backbone.info.logit_scale, 3)
     atomic_write_bytes(directory / "card.json", (json.dumps(card, indent=2) + "\n").encode())

@@ -4,6 +4,10 @@ Why (issue 11): a table of 1 / 4 / 16-shot gains hides the two questions a user 
 fusion beat simply using the best backbone at *my* budget, and how bad is its worst draw. One
 line per method, error bars = the spread over hold-out seeds, a cross at the worst seed,
 and the reference (the backbone best on the evaluated images) as the zero line.
+
+With more than ``MAX_LINES`` methods (a report of every method has 15-20) lines are unreadable:
+the display switches to one row per method, sorted by the gain at the largest budget, one
+marker per budget on a shared gain axis (the zero line still the reference).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from matplotlib.axes import Axes
 from clipfuse.errors import DataError
 from clipfuse.reports import _style
 from clipfuse.reports._style import styled
+
+MAX_LINES = 6  # more methods than this: one row per method instead of one line
 
 
 class BudgetCurveDisplay:
@@ -33,7 +39,10 @@ class BudgetCurveDisplay:
         ],
         *,
         title: str | None = None,
+        layout: str = "auto",
     ) -> None:
+        if layout not in ("auto", "lines", "rows"):
+            raise DataError(f"layout must be auto, lines or rows; got {layout!r}")
         if not curves:
             raise DataError("no budget curves to draw (need rows with shots and reference gains)")
         self.curves = {}
@@ -46,6 +55,9 @@ class BudgetCurveDisplay:
             order = np.argsort(shots)
             self.curves[method] = (shots[order], mean[order], std[order], worst[order])
         self.title = title
+        self.layout = layout if layout != "auto" else (
+            "lines" if len(self.curves) <= MAX_LINES else "rows"
+        )  # fmt: skip
 
     @classmethod
     def from_rows(
@@ -55,6 +67,7 @@ class BudgetCurveDisplay:
         dataset: str | None = None,
         methods: Sequence[str] | None = None,
         title: str | None = None,
+        layout: str = "auto",
         ax: Axes | None = None,
     ) -> BudgetCurveDisplay:
         """From evaluation.json rows with integer ``shots`` and ``gain_vs_reference`` (issue 11's
@@ -79,10 +92,12 @@ class BudgetCurveDisplay:
         if methods is not None:
             points = {m: points[m] for m in methods if m in points}
         curves = {m: tuple(map(list, zip(*pts))) for m, pts in points.items()}
-        return cls(curves, title=title).plot(ax=ax)  # type: ignore[arg-type]
+        return cls(curves, title=title, layout=layout).plot(ax=ax)  # type: ignore[arg-type]
 
     @styled
     def plot(self, ax: Axes | None = None) -> BudgetCurveDisplay:
+        if self.layout == "rows":
+            return self._plot_rows(ax)
         fig, ax = _style.figure_and_axes(ax, (5.6, 3.8))
         self.lines_ = {}
         shots_all = sorted({float(s) for c in self.curves.values() for s in c[0]})
@@ -114,5 +129,57 @@ class BudgetCurveDisplay:
         ax.legend(
             frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3
         )  # below the axes: the curves fill the panel
+        self.figure_, self.ax_ = fig, ax
+        return self
+
+    def _plot_rows(self, ax: Axes | None) -> BudgetCurveDisplay:
+        """One row per method (best gain at the largest budget on top), one marker per budget:
+        mean gain ± std over seeds, a cross at the worst seed, the reference as the zero line."""
+        methods = list(self.curves)
+        shots_all = sorted({float(s) for c in self.curves.values() for s in c[0]})
+        last = shots_all[-1]
+
+        def at_last(m: str) -> float:
+            shots, mean = self.curves[m][0], self.curves[m][1]
+            return float(mean[shots == last][0]) if np.any(shots == last) else -np.inf
+
+        methods.sort(key=at_last)  # bottom to top: the best ends on top
+        fig, ax = _style.figure_and_axes(ax, (5.6, 1.4 + 0.24 * len(methods)))
+        step = 0.6 / max(1, len(shots_all) - 1)
+        self.lines_ = {m: [] for m in reversed(methods)}
+        for j, s in enumerate(shots_all):
+            dy = (j - (len(shots_all) - 1) / 2) * step if len(shots_all) > 1 else 0.0
+            colour = _style.color(2 * j)
+            label = f"{s:g} shot{'s' if s != 1 else ''} per class"
+            for row, m in enumerate(methods):
+                shots, mean, std, worst = self.curves[m]
+                hit = shots == s
+                if not np.any(hit):
+                    continue
+                bars = ax.errorbar(
+                    mean[hit], [row + dy], xerr=std[hit], color=colour, marker=_style.marker(j),
+                    markersize=4, linestyle="none", capsize=1.5, label=label, zorder=3,
+                )  # fmt: skip
+                ax.scatter(worst[hit], [row + dy], marker="x", s=14, linewidths=0.9,
+                           color=colour, zorder=2)  # fmt: skip
+                self.lines_[m].append(bars)
+                label = "_nolegend_"
+        ax.scatter(
+            [], [], marker="x", s=14, linewidths=0.9, color=_style.NEUTRAL, label="worst seed"
+        )
+        self.reference_line_ = ax.axvline(
+            0.0, color=_style.NEUTRAL, linestyle="--", linewidth=1.0,
+            label="reference: best backbone on these images",
+        )  # fmt: skip
+        ax.set_yticks(range(len(methods)), methods, fontsize=7)
+        ax.set_ylim(-0.6, len(methods) - 0.4)
+        for row in range(1, len(methods), 2):  # banded rows guide the eye across
+            ax.axhspan(row - 0.5, row + 0.5, color="#f2f2f2", zorder=0, linewidth=0)
+        ax.set_xlabel("top-1 gain vs reference (points)")
+        ax.set_title(self.title or "Gain over the best backbone, by label budget")
+        ax.legend(
+            frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.5 / len(methods) - 0.06),
+            ncol=2,
+        )  # fmt: skip
         self.figure_, self.ax_ = fig, ax
         return self

@@ -1,8 +1,15 @@
-"""Accuracy against compute, with the Pareto front."""
+"""Accuracy against compute, with the Pareto front.
+
+Fusions all run every backbone, so they share one x and sit within a point or two of each
+other: their labels are stacked in a column beside the cluster (one text line apart, in
+accuracy order) with a thin leader line to each point, instead of being drawn on top of one
+another.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -81,9 +88,10 @@ class ComputeDisplay:
                     capsize=2,
                     zorder=2,
                 )
-        for name, g, a in zip(self.names, self.gflops, acc):
-            ax.annotate(name, (g, a), xytext=(4, 3), textcoords="offset points", fontsize=7)
         self.pareto_ = pareto_indices(self.gflops, self.accuracy)
+        ax.set_xscale("log")
+        ax.autoscale_view()
+        self.labels_ = _place_labels(ax, self.names, self.gflops, acc)
         (self.pareto_line_,) = ax.plot(
             self.gflops[self.pareto_],
             acc[self.pareto_],
@@ -94,10 +102,86 @@ class ComputeDisplay:
             label="Pareto front",
             zorder=1,
         )
-        ax.set_xscale("log")
         ax.set_xlabel("inference GFLOPs per image (log scale)")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(self.title or "Accuracy vs compute")
-        ax.legend(frameon=False, loc="lower right")
+        ax.legend(  # below the axes: the labels use the panel's corners
+            frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3
+        )
         self.figure_, self.ax_ = fig, ax
         return self
+
+
+CLUSTER_PX = 24.0  # points closer than this along x share one label column
+
+
+def _place_labels(ax: Axes, names: list[str], x: np.ndarray, y: np.ndarray) -> list[Any]:
+    """One annotation per point. Points whose x lie within CLUSTER_PX of each other get their
+    labels stacked one text line apart, in y order, beside the cluster (left of it near the
+    right edge), each joined to its point by a thin leader line: a by-hand adjustText for the
+    one case this figure has, many methods at one compute."""
+    fig = ax.figure
+    fontsize = 7.0
+    line_px = 1.25 * fontsize * fig.dpi / 72
+    pts = ax.transData.transform(np.column_stack([x, y]))
+    box = ax.get_window_extent()
+    order = np.argsort(pts[:, 0], kind="stable")
+    clusters: list[list[int]] = []
+    for i in order:
+        if clusters and pts[i, 0] - pts[clusters[-1][-1], 0] <= CLUSTER_PX:
+            clusters[-1].append(int(i))
+        else:
+            clusters.append([int(i)])
+    labels = []
+    for members in clusters:
+        members.sort(key=lambda i: pts[i, 1])
+        placed = _spread(pts[members, 1], line_px)
+        placed += max(0.0, box.y0 + line_px / 2 - placed[0])  # inside the axes
+        placed -= max(0.0, placed[-1] - (box.y1 - line_px / 2))
+        left = pts[members[0], 0] > box.x0 + 0.7 * box.width
+        stacked = len(members) > 1
+        for i, ly in zip(members, placed):
+            dx = (-24.0 if stacked else -5.0) if left else (24.0 if stacked else 5.0)
+            offset = (dx * 72 / fig.dpi, (ly - pts[i, 1]) * 72 / fig.dpi)
+            labels.append(
+                ax.annotate(
+                    names[i],
+                    (x[i], y[i]),
+                    xytext=offset if stacked else (offset[0], 3.0),
+                    textcoords="offset points",
+                    fontsize=fontsize,
+                    ha="right" if left else "left",
+                    va="center" if stacked else "bottom",
+                    bbox=(  # readable where a Pareto step or error bar passes behind it
+                        {"boxstyle": "square,pad=0.05", "fc": "white", "ec": "none", "alpha": 0.8}
+                        if stacked
+                        else None
+                    ),
+                    arrowprops=(
+                        {
+                            "arrowstyle": "-",
+                            "color": _style.NEUTRAL,
+                            "linewidth": 0.5,
+                            "relpos": (1.0, 0.5) if left else (0.0, 0.5),  # from the text's end
+                        }
+                        if stacked
+                        else None
+                    ),
+                )
+            )
+    return labels
+
+
+def _spread(target: np.ndarray, gap: float) -> np.ndarray:
+    """Positions as close as possible (least squares) to sorted `target` with consecutive ones
+    at least `gap` apart: isotonic regression of ``target - k * gap`` (pool adjacent violators),
+    so a lone point keeps its label beside it while a dense cluster fans out around its centre."""
+    shifted = target - gap * np.arange(len(target))
+    blocks: list[list[float]] = []  # [mean, count]
+    for value in shifted:
+        blocks.append([float(value), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    fitted = np.concatenate([np.full(int(n), m) for m, n in blocks])
+    return fitted + gap * np.arange(len(target))
