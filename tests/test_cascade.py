@@ -216,6 +216,7 @@ def _bundle(split, view: str) -> ViewBundle:
 
 
 def test_runner_fills_costs_reports_compute_and_never_reads_test_labels(data, monkeypatch) -> None:
+    from clipfuse import protocol
     from clipfuse.evaluation import runner
 
     world = SyntheticWorld(
@@ -228,9 +229,9 @@ def test_runner_fills_costs_reports_compute_and_never_reads_test_labels(data, mo
     train = _bundle(world.sample(6, seed=3), "train")
     _, test_split = data
     fitted: list = []
-    real = runner.build_combiner
+    real = protocol.build_combiner
     monkeypatch.setattr(
-        runner, "build_combiner", lambda *a, **k: fitted.append(real(*a, **k)) or fitted[-1]
+        protocol, "build_combiner", lambda *a, **k: fitted.append(real(*a, **k)) or fitted[-1]
     )
     methods = ["cascade", "subset_nlc", "lp_nlc", "tip_mean"]
     params = {"cascade": {**FAST, "target_gflops": 5.0}, "subset_nlc": {**FAST, "budget_gflops": 4.0},

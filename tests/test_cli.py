@@ -258,7 +258,7 @@ def test_methods_lists_the_registry_with_declared_capabilities(capsys):
     code, out, err = run_cli(capsys, "methods")
     assert code == 0 and not err
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["method", "groups", "labels/class"]
+    assert lines[0].split()[:4] == ["method", "groups", "tier", "labels/class"]
     listed = [line.split()[0] for line in lines[1:] if line.strip() and not line[0].isdigit()]
     assert listed == list_combiners()
     assert f"recommended: {RECOMMENDED}" in out
@@ -271,8 +271,10 @@ def test_methods_lists_the_registry_with_declared_capabilities(capsys):
         assert row["unlabelled"] is cls.uses_unlabelled
         assert row["transductive"] is cls.transductive
         assert row["labels/class"] == cls.min_per_class
+        assert row["tier"] in ("stable", "experimental")
     rows = {r["method"]: r for r in doc["methods"]}
     assert rows["transclip"]["transductive"] and rows["nlc"]["features"]
+    assert rows["transclip"]["tier"] == "experimental" and rows[RECOMMENDED]["tier"] == "stable"
     assert "recommended" in rows[RECOMMENDED]["groups"].split(",")
     assert rows["cascade"]["runs"] == "cheapest first"
     code, out, _ = run_cli(capsys, "methods", "--group", "core", "--json")

@@ -21,13 +21,10 @@ from clipfuse.combiners import (
     MixtureOfExperts,
     SuperLearner,
     combiner_from_state,
-    evaluate_chunks,
-    iter_chunks,
     list_combiners,
     make_combiner,
     oracle_accuracy,
     oracle_correct,
-    predict_chunks,
 )
 from clipfuse.combiners.gating import minibatches
 from clipfuse.errors import FitError
@@ -285,22 +282,6 @@ def test_get_set_params() -> None:
     assert NLC(**{**params, "hidden": 16}).get_params() == nlc.get_params()
     assert "hidden=16" in repr(nlc)
     assert make_combiner("mean_logits").config()["fitted"] is None
-
-
-def test_chunked_evaluation_matches_full_batch(data) -> None:
-    train, test = data
-    fitted = {n: fast(n).fit(train.features, train.logits, train.y) for n in ("nlc", "mean_proba")}
-    scores = evaluate_chunks(fitted, iter_chunks(test.features, test.logits, test.y, 7))
-    for name, comb in fitted.items():
-        pred = comb.predict(test.features, test.logits)
-        assert scores[name].n == 40
-        assert scores[name].accuracy == pytest.approx(float((pred == test.y).float().mean()))
-        log_p = torch.log_softmax(comb.predict_logits(test.features, test.logits), dim=-1)
-        nll = -float(log_p[torch.arange(40), test.y].mean())
-        assert scores[name].nll == pytest.approx(nll, rel=1e-5)
-        chunks = iter_chunks(test.features, test.logits, test.y, 9)
-        assert torch.equal(predict_chunks(comb, chunks), pred)
-    assert scores["oracle"].accuracy == pytest.approx(oracle_accuracy(test.logits, test.y))
 
 
 def test_oracle_hand_built() -> None:

@@ -6,11 +6,11 @@ import pytest
 import torch
 from synthetic import SyntheticWorld
 
-from clipfuse.combiners.calibration import CalibratedMean
 from clipfuse.combiners.moe import MixtureOfExperts
 from clipfuse.combiners.nlc import NLC
 from clipfuse.combiners.nlc_residual import NLCResidual
-from clipfuse.combiners.shrunk_mix import fit_mix
+from clipfuse.combiners.static import CalibratedMean
+from clipfuse.combiners.weights import fit_mix
 from clipfuse.errors import FitError
 
 WORLD = SyntheticWorld(num_backbones=3, num_classes=10, seed=0)

@@ -16,11 +16,11 @@ from safetensors.torch import load_file, safe_open
 
 from clipfuse.cli import main
 from clipfuse.combiners import make_combiner
+from clipfuse.data.holdout import draw_holdout
 from clipfuse.ensemble.checksum import save_sealed
 from clipfuse.ensemble.predict import predict_images
 from clipfuse.ensemble.saved import SavedEnsemble
 from clipfuse.errors import ClipfuseError, ProvenanceMismatchError
-from clipfuse.evaluation.holdout import draw_holdout
 
 STEPS = {"nlc": {"steps": 50}, "moe": {"steps": 50}}  # the same budgets as FAST
 

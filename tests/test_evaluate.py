@@ -24,11 +24,11 @@ import torch
 from beds import CORE_METHODS, FAST, FusionBed, build_fusion_bed, run_cli
 from conftest import CIFAR10_CLASSES, RN_TINY, TINY_SPECS, VIT_TINY
 
+from clipfuse import protocol
 from clipfuse.cli import build_parser, main
 from clipfuse.combiners import list_combiners
 from clipfuse.combiners._compose import build_combiner
-from clipfuse.evaluation import runner
-from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout
+from clipfuse.data.holdout import HoldoutDraw, draw_holdout
 from clipfuse.evaluation.runner import evaluate_methods
 
 
@@ -49,7 +49,7 @@ def _traced_run(monkeypatch, train, test):
         fitted.append((name, combiner))
         return combiner
 
-    monkeypatch.setattr(runner, "build_combiner", spy)
+    monkeypatch.setattr(protocol, "build_combiner", spy)
     result = evaluate_methods(
         train,
         test,

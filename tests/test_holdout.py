@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
+from clipfuse.data.holdout import HoldoutDraw, draw_holdout, parse_budgets
 from clipfuse.errors import ClipfuseError, DataError, FitError
-from clipfuse.evaluation.holdout import HoldoutDraw, draw_holdout, parse_budgets
 
 NUM_CLASSES = 6
 COUNTS = [7, 12, 5, 20, 9, 30]  # uneven on purpose: stratification must follow each class

@@ -29,3 +29,7 @@ class FitError(ClipfuseError, ValueError):
 
 class NotFittedError(FitError, AttributeError):
     """A combiner was asked to predict, score or save before ``fit`` (scikit-learn's name)."""
+
+
+class DeprecatedNameWarning(FutureWarning):
+    """A deprecated combiner name or method group was used; the message names the replacement."""

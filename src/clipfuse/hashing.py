@@ -18,19 +18,39 @@ def value_hash(value: Any, length: int = 64) -> str:
     return hashlib.sha256(payload).hexdigest()[:length]
 
 
+def read_memo(path: Path) -> Any:
+    """A JSON memo's content, or None when absent or damaged (then it is rebuilt)."""
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def write_memo(path: Path, obj: Any) -> None:
+    """Replace a JSON memo in one rename; a memo is an optimisation, so failures are ignored."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(obj))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 def file_sha256(path: str | Path) -> str:
     """Content hash of a file, memoised by (path, size, mtime) so reruns cost nothing."""
     path = Path(path).resolve()
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
-    cache: dict[str, str] = {}
-    if _HASH_CACHE.is_file():
-        try:
-            cache = json.loads(_HASH_CACHE.read_text())
-        except (OSError, ValueError):
-            cache = {}
-    if key in cache:
-        return cache[key]
+    cache: dict[str, str] = read_memo(_HASH_CACHE) or {}
+    if key not in cache:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        cache[key] = digest.hexdigest()
+        write_memo(_HASH_CACHE, cache)
+    return cache[key]
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):

@@ -11,16 +11,13 @@ such as open_clip's model profile count one per multiply-add: divide ours by 2 t
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from clipfuse.backbones.cpu_kernels import reference_kernels
+from clipfuse.hashing import CACHE_ROOT, read_memo, write_memo
 
-_CACHE = Path(os.environ.get("CLIPFUSE_CACHE", "~/.cache/clipfuse")).expanduser() / "gflops.json"
+_CACHE = CACHE_ROOT / "gflops.json"
 
 
 COUNTER = "v2"  # v1 missed the MHA fast path's projections (ViTs were a third too cheap)
@@ -29,12 +26,7 @@ COUNTER = "v2"  # v1 missed the MHA fast path's projections (ViTs were a third t
 def image_gflops(backbone) -> float:
     """GFLOPs of one image through the image tower at the backbone's input size."""
     key = f"{backbone.info.fingerprint}:{COUNTER}"
-    cache: dict[str, float] = {}
-    if _CACHE.is_file():
-        try:
-            cache = json.loads(_CACHE.read_text())
-        except (OSError, ValueError):
-            cache = {}
+    cache: dict[str, float] = read_memo(_CACHE) or {}
     if key in cache:
         return cache[key]
     size = backbone.info.image_size
@@ -44,11 +36,5 @@ def image_gflops(backbone) -> float:
         backbone.model.encode_image(pixels)
     gflops = counter.get_total_flops() / 1e9
     cache[key] = gflops
-    try:
-        _CACHE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _CACHE.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, _CACHE)
-    except OSError:
-        pass
+    write_memo(_CACHE, cache)
     return gflops

@@ -63,7 +63,7 @@ class Cascade(ControllerOwner, Combiner):
         threshold: float | None = None,
         target_gflops: float | None = None,
         target_accuracy: float | None = None,
-        controller: str = "nlc",
+        controller: str | Combiner = "nlc",
         controller_params: dict[str, Any] | None = None,
         calibration_folds: int = 3,
         seed: int = 0,
@@ -77,6 +77,7 @@ class Cascade(ControllerOwner, Combiner):
         self.target_accuracy = target_accuracy
         self.controller = controller
         self.controller_params = controller_params
+        self._adopt_controller()  # a combiner object -> name + params
         self.calibration_folds = calibration_folds
         self.seed = seed
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from clipfuse.combiners.base import Combiner
-from clipfuse.combiners.folds import stratified_folds
+from clipfuse.combiners.folds import cross_val_predict
 
 
 def crossfit_proba(
@@ -23,12 +23,9 @@ def crossfit_proba(
     Needs >= 2 rows per class (``clipfuse.combiners.folds.can_crossfit``) so every training fold
     holds every class.
     """
-    fold = stratified_folds(y, num_folds, seed)
-    out = torch.empty(z.shape[1], z.shape[2], device=z.device)
-    for k in range(num_folds):
-        held = fold == k
-        if not bool(held.any()):
-            continue
-        model = make().fit([f[~held] for f in features], z[:, ~held], y[~held])
-        out[held] = model.predict_proba([f[held] for f in features], z[:, held])
-    return out
+
+    def fit_predict(k: int, train: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+        model = make().fit([f[train] for f in features], z[:, train], y[train])
+        return model.predict_proba([f[held] for f in features], z[:, held])
+
+    return cross_val_predict(fit_predict, y, num_folds, seed)[0]

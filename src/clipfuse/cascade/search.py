@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from clipfuse.combiners.calibration import CalibratedMean
+from clipfuse.combiners.static import CalibratedMean
 from clipfuse.errors import FitError
 
 PROXIES = ("calibrated_mean", "mean_logits")

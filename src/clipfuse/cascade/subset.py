@@ -74,7 +74,7 @@ class SubsetNLC(ControllerOwner, Combiner):
         exhaustive_max: int = 10,
         shortlist: int = 8,
         folds: int = 3,
-        controller: str = "nlc",
+        controller: str | Combiner = "nlc",
         controller_params: dict[str, Any] | None = None,
         seed: int = 0,
         device: str = "cpu",
@@ -88,6 +88,7 @@ class SubsetNLC(ControllerOwner, Combiner):
         self.folds = folds
         self.controller = controller
         self.controller_params = controller_params
+        self._adopt_controller()  # a combiner object -> name + params
         self.seed = seed
 
     def _validate_params(self) -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from clipfuse.cli import analysis_cmds, core_cmds, fusion_cmds, methods_cmd, serve_cmds  # noqa: F401  (registers the commands)
 from clipfuse.cli.common import COMMANDS, PARSERS
 from clipfuse.cli.validate import OneLineParser, harden
-from clipfuse.errors import ClipfuseError
+from clipfuse.errors import ClipfuseError, DeprecatedNameWarning
+
+_SHOW = warnings.showwarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     for add in PARSERS:
         add(sub)
     return harden(parser)
+
+
+def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Deprecated names: one ``clipfuse: warning:`` line; other warnings as Python shows them."""
+    if issubclass(category, DeprecatedNameWarning):
+        print(f"clipfuse: warning: {message}", file=sys.stderr)
+    else:
+        _SHOW(message, category, filename, lineno, file, line)
 
 
 def _version() -> str:
@@ -34,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DeprecatedNameWarning)
+            warnings.showwarning = _warn_one_line
+            return COMMANDS[args.command](args)
     except ClipfuseError as exc:
         print(f"clipfuse: error: {exc}", file=sys.stderr)
         return 2

@@ -123,6 +123,7 @@ def cmd_fit(args) -> int:
         params=_method_params(args).get(args.method or RECOMMENDED, {}),
         clamp=args.clamp_shots,
         device=args.device,
+        allow_transductive=args.allow_transductive,
     )
     path = ensemble.save(args.out)
     print("\n".join(describe_fit(ensemble)))
@@ -144,6 +145,7 @@ def cmd_predict(args) -> int:
         num_workers=args.workers,
         top_k=args.top_k,
         progress=not args.quiet,
+        transductive=args.transductive,
     )
     for f in failures:
         print(f"skipped unreadable image {f['image']} ({f['kind']}): {f['error']}", file=sys.stderr)
@@ -204,8 +206,9 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--methods",
         default="core,recommended",
-        help="comma list of combiners and groups: core, fusion, recommended, heads, compute, all "
-        "(default: core,recommended; `clipfuse methods` lists them)",
+        help="comma list of combiners and groups: core, recommended, label-free, weighted, "
+        "controllers, heads, compute, transductive, all (default: core,recommended; "
+        "`clipfuse methods` lists them)",
     )
     p.add_argument("--shots", default=None, help="k per class, comma list (e.g. 1,4,16)")
     p.add_argument(
@@ -230,6 +233,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--fraction", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="ensemble file (.safetensors)")
+    p.add_argument(
+        "--allow-transductive",
+        action="store_true",
+        help="allow a transductive method (transclip); the saved file records it",
+    )
 
     p = sub.add_parser("predict", help="classify new images with a saved ensemble")
     p.add_argument("ensemble", help="file written by `clipfuse fit`")
@@ -238,6 +246,11 @@ def add_parsers(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--top-k", type=int, default=1)
+    p.add_argument(
+        "--transductive",
+        action="store_true",
+        help="score a transductive ensemble on all the given images together",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
 

@@ -20,6 +20,12 @@ def _runs(cls) -> str:
     return "a chosen subset" if cls.selects_backbones else "all backbones"
 
 
+def _tier(cls) -> str:
+    from clipfuse.combiners.registry import combiner_tier
+
+    return combiner_tier(cls.name)
+
+
 def _summary(cls) -> str:
     doc = " ".join((cls.__doc__ or "").replace("``", "").split())
     first = doc.split(". ")[0].rstrip(".")
@@ -31,6 +37,7 @@ def _summary(cls) -> str:
 COLUMNS: list[tuple[str, Callable[[Any, list[str]], Any]]] = [
     ("method", lambda cls, groups: cls.name),
     ("groups", lambda cls, groups: ",".join(groups)),
+    ("tier", lambda cls, groups: _tier(cls)),
     ("labels/class", lambda cls, groups: cls.min_per_class),
     ("features", lambda cls, groups: cls.uses_features),
     ("unlabelled", lambda cls, groups: cls.uses_unlabelled),

@@ -52,11 +52,12 @@ def cmd_serve(args) -> int:
 
     from clipfuse.ensemble.predict import load_needed
     from clipfuse.ensemble.saved import SavedEnsemble
-    from clipfuse.serve.app import create_app
+    from clipfuse.serve.app import check_servable, create_app
     from clipfuse.serve.decoding import Limits
     from clipfuse.serve.runner import bind, serve_forever, url_of
 
     ensemble = SavedEnsemble.load(args.ensemble, device=args.device)
+    check_servable(ensemble)  # before loading any backbone
     backbones = load_needed(ensemble, args.device)
     limits = Limits(int(args.max_upload_mb * 1024 * 1024), args.max_images, args.max_pixels)
     app = create_app(ensemble, backbones, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,

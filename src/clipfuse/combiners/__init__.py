@@ -6,28 +6,35 @@
 """
 
 from clipfuse.combiners.base import Combiner
-from clipfuse.combiners.calibration import CalibratedMean
-from clipfuse.combiners.chunked import ChunkedScore, evaluate_chunks, iter_chunks, predict_chunks
 from clipfuse.combiners.moe import MixtureOfExperts
 from clipfuse.combiners.nlc import NLC
 from clipfuse.combiners.oracle import oracle_accuracy, oracle_correct
+from clipfuse.combiners.pool import WeightedPool
 from clipfuse.combiners.registry import (
     combiner_class,
     combiner_from_state,
+    combiner_tier,
     expand_methods,
     list_combiners,
     make_combiner,
     method_groups,
+    register_alias,
     register_combiner,
 )
-from clipfuse.combiners.static import BestSingle, MajorityVote, MaxConfidence, MeanLogits, MeanProba
-from clipfuse.combiners.super_learner import SuperLearner
+from clipfuse.combiners.static import (
+    BestSingle,
+    CalibratedMean,
+    MajorityVote,
+    MaxConfidence,
+    MeanLogits,
+    MeanProba,
+    SuperLearner,
+)
 
 __all__ = [
     "NLC",
     "BestSingle",
     "CalibratedMean",
-    "ChunkedScore",
     "Combiner",
     "MajorityVote",
     "MaxConfidence",
@@ -35,16 +42,16 @@ __all__ = [
     "MeanProba",
     "MixtureOfExperts",
     "SuperLearner",
+    "WeightedPool",
     "combiner_class",
     "combiner_from_state",
-    "evaluate_chunks",
+    "combiner_tier",
     "expand_methods",
-    "iter_chunks",
     "list_combiners",
     "make_combiner",
     "method_groups",
     "oracle_accuracy",
     "oracle_correct",
-    "predict_chunks",
+    "register_alias",
     "register_combiner",
 ]

@@ -1,17 +1,13 @@
-"""Building one combiner from a name (the registry lookup, the seed, the backbones' costs) and
-the rows it fits on (a hold-out, plus the rest of train unlabelled where it can use them).
+"""Building one combiner from a name (the registry lookup, the seed, the backbones' costs).
 
 Shared below ``heads/`` (a head bank fused by an inner combiner), ``cascade/`` (prefix
-controllers) and the evaluation runner, so each builds its combiners the same way.
+controllers) and the protocol (``clipfuse.protocol``), so each builds its combiners the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
-import torch
 
 from clipfuse.combiners.base import Combiner
 from clipfuse.combiners.registry import make_combiner
@@ -42,33 +38,27 @@ def learns_from_labels(combiner: Combiner) -> bool:
     return type(combiner)._fit is not Combiner._fit
 
 
-def fit_inputs(
-    combiner, train: Any, hold: Any
-) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """(features, logits, y, info) to fit ``combiner`` on for one hold-out draw.
-
-    Combiners with ``uses_unlabelled`` also get every other train image with ``y = -1``
-    (its label is never passed); ``info["unlabelled"]`` records how many, so tables show it.
-    """
-    if not combiner.uses_unlabelled:
-        return hold.features, hold.logits, hold.labels, {}
-    hold_rows = np.searchsorted(train.indices, hold.draw.positions)
-    rest = np.setdiff1d(np.arange(train.labels.numel()), hold_rows)
-    if rest.size == 0:
-        return hold.features, hold.logits, hold.labels, {"unlabelled": 0}
-    other = train.select(rest)
-    feats = [torch.cat([a, b]) for a, b in zip(hold.features, other.features)]
-    logits = torch.cat([hold.logits, other.logits], dim=1)
-    y = torch.cat([hold.labels, torch.full_like(other.labels, -1)])
-    return feats, logits, y, {"unlabelled": int(rest.size)}
-
-
 class ControllerOwner:
-    """Mixin for combiners that fit registered controllers named by their ``controller`` and
-    ``controller_params`` parameters (cascades, subsets): building one, its defaults under
-    ``controller__*`` in ``get_params(deep=True)``, and the backbones fit chose to run."""
+    """Mixin for combiners that fit registered controllers given by their ``controller`` (a
+    registry name or an unfitted combiner object) and ``controller_params`` parameters (cascades,
+    subsets): building one, its defaults under ``controller__*`` in ``get_params(deep=True)``,
+    and the backbones fit chose to run."""
 
     nested_params = {"controller": "controller_params"}
+
+    def set_params(self, **params: Any) -> Combiner:
+        super().set_params(**params)  # type: ignore[misc]
+        self._adopt_controller()
+        return self  # type: ignore[return-value]
+
+    def _adopt_controller(self) -> None:
+        """A controller given as an (unfitted) combiner object becomes its registry name plus
+        its parameters (``controller_params`` on top), so the owner's parameters stay JSON."""
+        if isinstance(self.controller, Combiner):
+            params = self.controller.get_params(deep=False)
+            params.pop("device", None)
+            self.controller_params = {**params, **(self.controller_params or {})}
+            self.controller = self.controller.name
 
     def _nested_defaults(self, prefix: str) -> dict[str, Any]:
         defaults = make_combiner(self.controller).get_params(deep=True)

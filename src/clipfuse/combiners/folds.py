@@ -8,6 +8,8 @@ in-sample, over-confident head logits that no test input will ever produce.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from clipfuse.errors import FitError
@@ -41,6 +43,33 @@ def stratified_folds(y: torch.Tensor, num_folds: int, seed: int) -> torch.Tensor
         start = int(torch.randint(num_folds, (1,), generator=gen))
         fold[rows] = (torch.arange(rows.numel()) + start) % num_folds
     return fold.to(y.device)
+
+
+def cross_val_predict(
+    fit_predict: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    num_folds: int,
+    seed: int,
+    dim: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out-of-fold outputs, fold ids): ``fit_predict(k, train_mask, held_mask)`` fits on the rows of
+    ``train_mask`` and returns outputs for the rows of ``held_mask`` along ``dim``; every row's
+    output comes from the one fit that did not see it (scikit-learn's ``cross_val_predict``).
+    The one fold rule of clipfuse: ``stratified_folds``."""
+    folds = stratified_folds(y, num_folds, seed)
+    out: torch.Tensor | None = None
+    for k in range(num_folds):
+        held = folds == k
+        if not bool(held.any()):
+            continue
+        part = fit_predict(k, ~held, held)
+        if out is None:
+            shape = list(part.shape)
+            shape[dim] = y.numel()
+            out = torch.empty(shape, dtype=part.dtype, device=part.device)
+        out.index_copy_(dim, torch.nonzero(held).flatten().to(part.device), part)
+    assert out is not None
+    return out, folds
 
 
 def stratified_split(y: torch.Tensor, fraction: float, seed: int, num_classes: int) -> torch.Tensor:

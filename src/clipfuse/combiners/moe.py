@@ -8,7 +8,7 @@ from clipfuse.combiners.gating import ControllerCombiner
 from clipfuse.combiners.registry import register_combiner
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "controllers"))
 class MixtureOfExperts(ControllerCombiner):
     """``fused(x) = sum_b g_b(x) z_b(x)`` with ``g(x) = softmax(MLP([h_1(x); ...; h_B(x)]))``.
 

@@ -14,7 +14,7 @@ from clipfuse.errors import FitError
 POSITIVITY = ("softplus", "exp")
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "controllers"))
 class NLC(ControllerCombiner):
     """``fused(x) = sum_b z_b(x) / t_b(x)`` with ``t(x) = pos(MLP([h_1(x); ...; h_B(x)]))``.
 

@@ -1,7 +1,7 @@
 """NLC-residual: an input-dependent correction on top of a fitted static fusion.
 
 ``fused(x) = sum_b w0_b * exp(r_b(x)) * n_b(z_b(x))``: ``w0`` is a static solution fitted first on
-the same labelled hold-out -- ``start="shrunk_mix"`` (default; ``shrunk_mix.fit_mix`` weights) or
+the same labelled hold-out -- ``start="shrunk_mix"`` (default; ``weights.fit_mix``) or
 ``start="calibration"`` (``w0_b = 1 / (B * T_b)``, the calibrated mean's per-backbone temperatures).
 ``r = MLP([h_1; ...; h_B])`` has its last layer zero-initialised, so the fit starts exactly at the
 static solution, and the loss ``CE + residual_penalty * mean(r^2)`` pulls it back toward that start
@@ -18,17 +18,16 @@ from typing import Any
 
 import torch
 
-from clipfuse.combiners.calibration import CalibratedMean
 from clipfuse.combiners.gating import ControllerCombiner
 from clipfuse.combiners.registry import register_combiner
-from clipfuse.combiners.shrunk_mix import fit_mix
+from clipfuse.combiners.weights import calibrate, fit_mix
 from clipfuse.errors import FitError
 
 STARTS = ("shrunk_mix", "calibration")
 LOGIT_NORMS = ("none", "std")
 
 
-@register_combiner(groups=("fusion",))
+@register_combiner(groups=("controllers",), tier="experimental")
 class NLCResidual(ControllerCombiner):
     """NLC whose per-backbone weights are a learned residual ``exp(r(x))`` on a static start ``w0``.
 
@@ -92,9 +91,7 @@ class NLCResidual(ControllerCombiner):
         if self.start == "shrunk_mix":
             self.w0_, _ = fit_mix(zn, y, float(self.shrinkage), 100)
         else:
-            cal = CalibratedMean(device=self.device)
-            cal._fit(None, zn, y)
-            self.w0_ = 1.0 / (zn.shape[0] * cal.temperatures_)
+            self.w0_ = 1.0 / (zn.shape[0] * calibrate(zn, y, 100)[0])
         self.w0_ = self.w0_.detach().to(z.device, torch.float32)
 
     def _neutral_bias(self) -> float:

@@ -1,60 +1,36 @@
 """Static ensembles: no input-conditioned weights (docs/method.md §4, the baselines NLC must beat).
 
+The learned ones (best_single, calibrated_mean, super_learner) are presets of the weighted pool.
+
 All of them read only the logits, so ``features`` may be ``None``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
+from clipfuse.combiners import weights
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.pool import preset
 from clipfuse.combiners.registry import register_combiner
 
-
-@register_combiner(groups=("core",))
-class BestSingle(Combiner):
-    """The one backbone with the highest accuracy on the hold-out given to ``fit``.
-
-    Chosen on the hold-out, never on test (docs/method.md §5); ties go to the lower NLL, which keeps
-    the choice meaningful on tiny 1-shot hold-outs where accuracies often tie.
-    Fitted: ``chosen_`` (backbone index), ``holdout_accuracy_`` and ``holdout_nll_`` (B,).
-    """
-
-    name = "best_single"
-
-    def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
-        correct = (z.argmax(-1) == y).float()  # (B, N)
-        self.holdout_accuracy_ = correct.mean(dim=1)
-        log_p = torch.log_softmax(z, dim=-1)
-        target = y.view(1, -1, 1).expand(z.shape[0], -1, 1)
-        self.holdout_nll_ = -log_p.gather(-1, target).squeeze(-1).mean(dim=1)
-        best = self.holdout_accuracy_ == self.holdout_accuracy_.max()
-        nll = torch.where(best, self.holdout_nll_, torch.full_like(self.holdout_nll_, math.inf))
-        self.chosen_ = int(nll.argmin())
-
-    def _predict_logits(self, features: list[torch.Tensor] | None, z: torch.Tensor) -> torch.Tensor:
-        return z[self.chosen_]
-
-    def chosen_backbone(self) -> int | None:
-        self._check_fitted()
-        return self.chosen_
-
-    def _get_fitted(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        return {"chosen": self.chosen_}, {
-            "holdout_accuracy": self.holdout_accuracy_,
-            "holdout_nll": self.holdout_nll_,
-        }
-
-    def _set_fitted(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        self.chosen_ = int(meta["chosen"])
-        self.holdout_accuracy_ = tensors["holdout_accuracy"]
-        self.holdout_nll_ = tensors["holdout_nll"]
+BestSingle = register_combiner(
+    preset(
+        "best_single",
+        weights.best_single,
+        """The one backbone with the highest accuracy on the hold-out given to ``fit`` (ties: lower
+        NLL); chosen on the hold-out, never on test (docs/method.md §5). Fitted: ``chosen_``,
+        ``holdout_accuracy_`` and ``holdout_nll_`` (B,).""",
+        min_per_class=0,
+        module=__name__,
+    ),
+    groups=("core", "weighted"),
+)
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "label-free"))
 class MeanLogits(Combiner):
     """Average of the backbones' logits."""
 
@@ -64,7 +40,7 @@ class MeanLogits(Combiner):
         return z.mean(dim=0)
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "label-free"))
 class MeanProba(Combiner):
     """Average of the backbones' softmax probabilities; returns log(mean p) as its logits."""
 
@@ -75,7 +51,7 @@ class MeanProba(Combiner):
         return torch.logsumexp(torch.log_softmax(z, dim=-1), dim=0) - math.log(z.shape[0])
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "label-free"))
 class MajorityVote(Combiner):
     """Each backbone votes for its argmax; ties are broken by the summed probability.
 
@@ -94,7 +70,7 @@ class MajorityVote(Combiner):
         return torch.log((score / (b + 0.5)).clamp_min(torch.finfo(score.dtype).tiny))
 
 
-@register_combiner(groups=("core",))
+@register_combiner(groups=("core", "label-free"))
 class MaxConfidence(Combiner):
     """Per input, the logits of the backbone whose top softmax probability is highest."""
 
@@ -104,3 +80,28 @@ class MaxConfidence(Combiner):
         log_conf = z.amax(dim=-1) - torch.logsumexp(z, dim=-1)  # (B, N) log max-probability
         pick = log_conf.argmax(dim=0)  # (N,)
         return z[pick, torch.arange(z.shape[1], device=z.device)]
+
+
+CalibratedMean = register_combiner(
+    preset(
+        "calibrated_mean",
+        weights.calibrated,
+        """Mean of ``z_b / T_b``, one temperature per backbone fitted by NLL (L-BFGS on ``log T``).
+        Fitted: ``temperatures_`` (B,), ``holdout_nll_``.""",
+        module=__name__,
+        max_iter=100,
+    ),
+    groups=("core", "weighted"),
+)
+SuperLearner = register_combiner(
+    preset(
+        "super_learner",
+        weights.super_learner,
+        """``sum_b w_b z_b`` with ``w_b = softplus(a_b) >= 0`` fitted by cross-entropy: the
+        input-independent counterpart of NLC on the same labels (docs/method.md §6.2).
+        Fitted: ``weights_`` (B,), ``holdout_nll_``.""",
+        module=__name__,
+        max_iter=100,
+    ),
+    groups=("core", "weighted"),
+)

@@ -24,13 +24,14 @@ image (nothing to refine with) gets the inductive base prediction.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from clipfuse.combiners import weights
+from clipfuse.combiners.pool import WeightedPool
 from clipfuse.combiners.registry import register_combiner
-from clipfuse.combiners.shrunk_mix import ShrunkMix
 from clipfuse.errors import FitError
 
 
@@ -40,8 +41,8 @@ def batch_features(features: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(blocks, dim=-1) / math.sqrt(len(blocks))
 
 
-@register_combiner(groups=("fusion",))
-class TransClip(ShrunkMix):
+@register_combiner(groups=("transductive",), tier="experimental")
+class TransClip(WeightedPool):
     """Shrunk mix on the hold-out, refined per batch by an anchored Gaussian-mixture EM.
 
     Fitted: ``weights_`` (the inductive base), ``anchor_means_`` (C, D) and ``anchor_counts_`` (C,)
@@ -49,23 +50,11 @@ class TransClip(ShrunkMix):
     """
 
     name = "transclip"
+    rule = staticmethod(weights.shrunk)
+    defaults = {"shrinkage": 1.0, "strength": 0.3, "anchor_weight": 1.0, "iterations": 10,
+                "max_iter": 100}  # fmt: skip
     uses_features: ClassVar[bool] = True
     transductive: ClassVar[bool] = True
-
-    def __init__(
-        self,
-        *,
-        shrinkage: float = 1.0,
-        strength: float = 0.3,
-        anchor_weight: float = 1.0,
-        iterations: int = 10,
-        max_iter: int = 100,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__(shrinkage=shrinkage, max_iter=max_iter, device=device)
-        self.strength = strength
-        self.anchor_weight = anchor_weight
-        self.iterations = iterations
 
     def _validate_params(self) -> None:
         super()._validate_params()
@@ -77,11 +66,19 @@ class TransClip(ShrunkMix):
             raise FitError(f"transclip: iterations must be >= 1; got {self.iterations}")
 
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
-        super()._fit(features, z, y)
+        fit = weights.shrunk(self, z, y)
         f = batch_features(features)
         onehot = F.one_hot(y, z.shape[-1]).to(f.dtype)
-        self.anchor_counts_ = onehot.sum(0)
-        self.anchor_means_ = (onehot.T @ f) / self.anchor_counts_.clamp_min(1).unsqueeze(1)
+        counts = onehot.sum(0)
+        means = (onehot.T @ f) / counts.clamp_min(1).unsqueeze(1)
+        fit.tensors.update(anchor_means=means, anchor_counts=counts)
+        fit.notes["transductive"] = True
+        self._adopt(fit)
+
+    def required_backbones(self) -> list[int]:
+        """Every backbone: the refinement reads all their features."""
+        self._check_fitted()
+        return list(range(self.num_backbones_))
 
     def refine(self, f: torch.Tensor, log_base: torch.Tensor) -> torch.Tensor:
         """(N, C) log assignments after EM over the batch ``f`` (N, D) from ``log_base``."""
@@ -103,17 +100,3 @@ class TransClip(ShrunkMix):
         if z.shape[1] < 2:  # one image: nothing to refine with, the inductive base
             return base
         return self.refine(batch_features(features), torch.log_softmax(base, -1))
-
-    def fit_notes(self) -> dict[str, Any]:
-        self._check_fitted()
-        return {"transductive": True}
-
-    def _get_fitted(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        meta, tensors = super()._get_fitted()
-        tensors.update(anchor_means=self.anchor_means_, anchor_counts=self.anchor_counts_)
-        return meta, tensors
-
-    def _set_fitted(self, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-        super()._set_fitted(meta, tensors)
-        self.anchor_means_ = tensors["anchor_means"]
-        self.anchor_counts_ = tensors["anchor_counts"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import shutil
 import tarfile
@@ -21,8 +20,9 @@ import numpy as np
 from PIL import Image
 
 from clipfuse.errors import DataError
+from clipfuse.hashing import CACHE_ROOT, read_memo, write_memo
 
-CACHE_DIR = Path(os.environ.get("CLIPFUSE_CACHE", "~/.cache/clipfuse")).expanduser()
+CACHE_DIR = CACHE_ROOT
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
@@ -56,22 +56,14 @@ def index_tar(path: Path) -> dict[str, tuple[int, int]]:
             f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
         ).hexdigest()[:16]
         memo = CACHE_DIR / "tar-index" / f"{key}.json"
-        if memo.is_file():
-            try:
-                return {k: (v[0], v[1]) for k, v in json.loads(memo.read_text()).items()}
-            except (OSError, ValueError):
-                pass  # a damaged memo is rebuilt below
+        cached = read_memo(memo)
+        if isinstance(cached, dict):
+            return {k: (v[0], v[1]) for k, v in cached.items()}
         with tarfile.open(path, "r:") as tar:
             index = {m.name.lstrip("./"): (m.offset_data, m.size) for m in tar if m.isfile()}
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"cannot read tar archive {str(path)!r}: {exc}") from None
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(index))
-        os.replace(tmp, memo)
-    except OSError:
-        pass  # the memo is an optimisation only
+    write_memo(memo, index)
     return index
 
 

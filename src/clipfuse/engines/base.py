@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from clipfuse.backbones.backbone import Backbone
 from clipfuse.data.dataset import ImageDataset
 from clipfuse.errors import ClipfuseError
-from clipfuse.extraction.decode_once import Perturbation
-from clipfuse.extraction.engine import DEFAULT_SHARD_SIZE, ExtractionReport
+from clipfuse.extraction.engine import ExtractionReport
+from clipfuse.extraction.options import ExtractOptions
 from clipfuse.store import FeatureStore
 
 T = TypeVar("T")
@@ -39,16 +39,11 @@ class Engine(ABC):
         backbones: Sequence[Backbone],
         dataset: ImageDataset,
         store: FeatureStore,
-        *,
-        batch_size: int = 64,
-        num_workers: int | None = None,
-        shard_size: int = DEFAULT_SHARD_SIZE,
-        perturbation: Perturbation | None = None,
-        perturbation_key: str | None = None,
-        feature_dtype: str = "float16",
-        progress: bool = True,
+        options: ExtractOptions | None = None,
+        **kwargs: Any,
     ) -> ExtractionReport:
-        """Write every missing shard of every backbone's entry; a complete store is a no-op."""
+        """Write every missing shard of every backbone's entry; a complete store is a no-op.
+        ``options`` or its fields as keywords (``ExtractOptions.of``)."""
 
     @abstractmethod
     def map(self, fn: Callable[[Any, T], R], items: Sequence[T], shared: Any = None) -> list[R]:

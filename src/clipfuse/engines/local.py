@@ -14,8 +14,8 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def extract(self, backbones, dataset, store, **options) -> Any:
-        return extract(backbones, dataset, store, **options)
+    def extract(self, backbones, dataset, store, options=None, **kwargs) -> Any:
+        return extract(backbones, dataset, store, options, **kwargs)
 
     def map(self, fn: Callable[[Any, T], R], items: Sequence[T], shared: Any = None) -> list[R]:
         return [fn(shared, item) for item in items]

@@ -37,11 +37,11 @@ from clipfuse.engines.ray_stages import BackboneEncoder, read_and_decode
 from clipfuse.errors import ClipfuseError
 from clipfuse.extraction.decode_once import Perturbation
 from clipfuse.extraction.engine import (
-    DEFAULT_SHARD_SIZE,
     ExtractionPlan,
     ExtractionReport,
     plan_extraction,
 )
+from clipfuse.extraction.options import ExtractOptions
 from clipfuse.store import FeatureStore
 from clipfuse.store.entry import ShardReceipt
 
@@ -202,17 +202,13 @@ class RayEngine(Engine):
         backbones: Sequence[Backbone],
         dataset: ImageDataset,
         store: FeatureStore,
-        *,
-        batch_size: int = 64,
-        num_workers: int | None = None,  # local engine only: Ray sizes its own decode stage
-        shard_size: int = DEFAULT_SHARD_SIZE,
-        perturbation: Perturbation | None = None,
-        perturbation_key: str | None = None,
-        feature_dtype: str = "float16",
-        progress: bool = True,
+        options: ExtractOptions | None = None,
+        **kwargs: Any,
     ) -> ExtractionReport:
+        opts = ExtractOptions.of(options, **kwargs)  # num_workers: Ray sizes its own decode stage
+        batch_size, perturbation, progress = opts.batch_size, opts.perturbation, opts.progress
         plan = plan_extraction(
-            backbones, dataset, store, shard_size, feature_dtype, perturbation_key
+            backbones, dataset, store, opts.shard_size, opts.feature_dtype, opts.perturbation_key
         )
         if not plan.todo_shards:
             return plan.close()

@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from clipfuse.combiners._compose import build_combiner, fit_inputs
-from clipfuse.combiners.registry import RECOMMENDED
-from clipfuse.ensemble.saved import SavedEnsemble
+from clipfuse.combiners.registry import RECOMMENDED, combiner_class
+from clipfuse.ensemble.saved import SavedEnsemble, check_transductive
 from clipfuse.logits.bundle import ViewBundle
+from clipfuse.protocol import fit_on_draw
 
 
 def fit_ensemble(
@@ -22,18 +22,21 @@ def fit_ensemble(
     params: dict[str, Any] | None = None,
     clamp: bool = False,
     device: str = "cpu",
+    allow_transductive: bool = False,
 ) -> SavedEnsemble:
     """Draw the hold-out (``shots`` per class or a ``fraction``) from ``train``, fit ``method``
     on it and return the ensemble ready to ``save`` -- what ``clipfuse fit`` does. Without a
     ``method``, the recommended one (``RECOMMENDED``); a combiner that can use unlabelled images
-    also gets the rest of ``train`` without labels (recorded as ``training["unlabelled"]``)."""
+    also gets the rest of ``train`` without labels (recorded as ``training["unlabelled"]``).
+    A transductive method (``transclip``) needs ``allow_transductive=True``, recorded in the file."""
     method = method or RECOMMENDED
     hold = train.holdout(shots, fraction=fraction, seed=seed, clamp=clamp)
-    combiner = build_combiner(method, params, seed=seed, gflops=train.gflops, device=device)
-    *fit_args, info = fit_inputs(combiner, train, hold)  # + unlabelled train rows if it can
-    combiner.fit(*fit_args)
-    ensemble = SavedEnsemble.from_fitted(combiner, train, draw=hold.draw)
-    ensemble.training.update(info)  # "unlabelled": train rows given without their labels
+    check_transductive(combiner_class(method)(), allow_transductive)
+    run = fit_on_draw(method, train, hold, params=params, seed=seed, device=device)
+    ensemble = SavedEnsemble.from_fitted(
+        run.combiner, train, draw=hold.draw, allow_transductive=allow_transductive
+    )
+    ensemble.training.update(run.info)  # "unlabelled": train rows given without their labels
     return ensemble
 
 

@@ -26,6 +26,7 @@ from clipfuse.data.dataset import ImageDataset
 from clipfuse.data.image_failures import failure_record
 from clipfuse.data.sources import files_dataset
 from clipfuse.ensemble.inputs import in_memory
+from clipfuse.errors import ClipfuseError
 from clipfuse.extraction.decode_once import (
     DecodeOnceDataset,
     ShardNeeds,
@@ -216,18 +217,47 @@ def fused_batches(
     batch_size: int = 32,
     num_workers: int | None = None,
     progress: bool = True,
+    transductive: bool = False,
 ) -> Iterator[tuple[list[int], Fused | None, list[dict[str, Any]]]]:
-    """(positions read, their fused output or None, failure records) per decoded batch."""
+    """(positions read, their fused output or None, failure records) per decoded batch.
+
+    A transductive combiner is refused unless ``transductive=True``; then every image is
+    encoded first and all of them are fused together (one answer for the whole set given)."""
+    whole = ensemble.combiner.transductive
+    if whole and not transductive:
+        raise ClipfuseError(
+            f"{ensemble.combiner.name} is transductive: each answer depends on the other images "
+            "given; pass transductive=True (CLI: --transductive) to score them all together"
+        )
     if num_workers is None and in_memory(dataset):
         num_workers = 0  # workers would copy the caller's arrays for nothing
+    kept: list[int] = []
+    encoded: list[list[np.ndarray]] = [[] for _ in backbones]
+    all_failures: list[dict[str, Any]] = []
     stream = _batches(backbones, list(backbones), dataset, batch_size, num_workers, progress)
     for ok_positions, batch, batch_failures in stream:
         failures = [failure_record(dataset.sample_ids[p], e) for p, e in batch_failures]
         if not ok_positions:
-            yield [], None, failures
+            if whole:
+                all_failures.extend(failures)
+            else:
+                yield [], None, failures
             continue
         pixels = {b: batch[k][1] for k, b in enumerate(backbones)}  # loader slots follow `needed`
-        yield ok_positions, fuse_pixels(ensemble, backbones, pixels), failures
+        if whole:  # encode now, fuse once all images are in
+            all_failures.extend(failures)
+            kept.extend(ok_positions)
+            with torch.inference_mode():
+                for k, b in enumerate(backbones):
+                    encoded[k].append(backbones[b].encode_images(pixels[b]).cpu().numpy())
+        else:
+            yield ok_positions, fuse_pixels(ensemble, backbones, pixels), failures
+    if whole:
+        fused = None
+        if kept:
+            parts = {k: (None, np.concatenate(e)) for k, e in enumerate(encoded)}
+            fused = Fused(*fuse_features(ensemble, list(backbones), parts, len(kept)))
+        yield kept, fused, all_failures
 
 
 def predict_dataset(
@@ -240,6 +270,7 @@ def predict_dataset(
     num_workers: int | None = None,
     top_k: int = 1,
     progress: bool = True,
+    transductive: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(predictions, failures): one record per readable image, one ``{"image", "kind",
     "error"}`` per unreadable one (the policy of `clipfuse.data.image_failures`)."""
@@ -248,7 +279,7 @@ def predict_dataset(
     failures: list[dict[str, Any]] = []
     for positions, fused, batch_failures in fused_batches(
         ensemble, dataset, backbones, batch_size=batch_size, num_workers=num_workers,
-        progress=progress,
+        progress=progress, transductive=transductive,
     ):  # fmt: skip
         failures.extend(batch_failures)
         if fused is None:
@@ -268,9 +299,10 @@ def predict_images(
     num_workers: int | None = None,
     top_k: int = 1,
     progress: bool = True,
+    transductive: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(predictions, failures) for image files and folders of them (`clipfuse predict`)."""
     return predict_dataset(
         ensemble, files_dataset(paths), device=device, batch_size=batch_size,
-        num_workers=num_workers, top_k=top_k, progress=progress,
+        num_workers=num_workers, top_k=top_k, progress=progress, transductive=transductive,
     )  # fmt: skip

@@ -23,7 +23,7 @@ from clipfuse.combiners import Combiner, combiner_from_state
 from clipfuse.data.holdout import HoldoutDraw
 from clipfuse.ensemble.checksum import save_sealed, verify
 from clipfuse.ensemble.inputs import Images, images_dataset
-from clipfuse.errors import ClipfuseError, DataError, ProvenanceMismatchError
+from clipfuse.errors import ClipfuseError, DataError, FitError, ProvenanceMismatchError
 from clipfuse.paths import ensure_dir
 
 FORMAT = "clipfuse.ensemble"
@@ -52,13 +52,23 @@ class SavedEnsemble:
 
     @classmethod
     def from_fitted(
-        cls, combiner: Combiner, bundle: Any, *, draw: HoldoutDraw | None = None
+        cls,
+        combiner: Combiner,
+        bundle: Any,
+        *,
+        draw: HoldoutDraw | None = None,
+        allow_transductive: bool = False,
     ) -> SavedEnsemble:
         """The ensemble of a combiner fitted on ``bundle`` (a ViewBundle; a bundle made by
-        ``holdout()`` brings its draw, which is recorded as the training provenance)."""
+        ``holdout()`` brings its draw, which is recorded as the training provenance). A
+        transductive combiner needs ``allow_transductive=True``, recorded as
+        ``training["transductive"]``."""
         combiner._check_fitted()
+        check_transductive(combiner, allow_transductive)
         draw = draw if draw is not None else bundle.draw
         training: dict[str, Any] = {"view": bundle.view, "dataset": bundle.dataset}
+        if combiner.transductive:
+            training["transductive"] = True
         training["fit_notes"] = json.loads(json.dumps(combiner.fit_notes(), default=float))
         if draw is not None:
             training.update(
@@ -99,12 +109,14 @@ class SavedEnsemble:
         top_k: int = 1,
         skip_unreadable: bool = False,
         progress: bool = False,
+        transductive: bool = False,
     ) -> list[dict[str, Any]]:
         """One record per image, in input order (image, label, probability, top-k, temperatures
         where the method has them). ``images``: a path (file or folder), PIL image or uint8
         array (HWC, HW, or a batch), or a list of these. An unreadable image is a DataError
         unless ``skip_unreadable``, which lists it as ``{"image", "kind", "error"}`` in its place
-        (the policy of `clipfuse predict` and `clipfuse serve`)."""
+        (the policy of `clipfuse predict` and `clipfuse serve`). A transductive ensemble is
+        scored on all ``images`` together, and only with ``transductive=True``."""
         from clipfuse.ensemble.predict import predict_dataset
 
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -112,7 +124,7 @@ class SavedEnsemble:
         dataset = images_dataset(images)
         predictions, failures = predict_dataset(
             self, dataset, backbones=self._backbones(device), batch_size=batch_size,
-            top_k=top_k, progress=progress,
+            top_k=top_k, progress=progress, transductive=transductive,
         )  # fmt: skip
         if failures and not skip_unreadable:
             _raise_unreadable(failures)
@@ -177,6 +189,8 @@ class SavedEnsemble:
             raise ClipfuseError(
                 f"{str(path)!r}: an ensemble is a .safetensors file (its .json header copy goes next to it)"
             )
+        if self.combiner.transductive and not self.training.get("transductive"):
+            check_transductive(self.combiner, False)
         ensure_dir(path.parent)
         tensors = {
             f"classifier.{b}": w.contiguous().float() for b, w in enumerate(self.classifiers)
@@ -189,6 +203,7 @@ class SavedEnsemble:
             "classnames": self.classnames,
             "templates": self.templates,
             "combiner": self.combiner.config(),
+            "transductive": bool(self.combiner.transductive),
             "training": self.training,
         }
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -275,6 +290,16 @@ class SavedEnsemble:
                 rec["logit_scale"] * f.float() @ w.T + (rec.get("logit_bias") or 0.0)
                 for rec, f, w in zip(self.backbones, features, self.classifiers)
             ]
+        )
+
+
+def check_transductive(combiner: Combiner, allowed: bool) -> None:
+    """Refuse a transductive combiner unless its user opted in (its answers for one image depend
+    on the other images predicted with it)."""
+    if combiner.transductive and not allowed:
+        raise FitError(
+            f"{combiner.name} is transductive (an image's prediction depends on the other images "
+            "given with it); opt in with allow_transductive=True (CLI: --allow-transductive)"
         )
 
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from clipfuse.combiners._compose import build_combiner
 from clipfuse.data.dataset import ImageDataset
 from clipfuse.evaluation.metrics import topk_accuracy
 from clipfuse.extraction.engine import extract, view_name
 from clipfuse.extraction.perturbations import Perturbation
 from clipfuse.logits.bundle import ViewBundle, load_bundle
+from clipfuse.protocol import fit_on_draw, score_on
 from clipfuse.store import FeatureStore
 
 
@@ -29,13 +29,14 @@ def fit_on_clean(
     seeds: Sequence[int],
     device: str = "cpu",
 ) -> dict[str, list]:
-    """{method: [fitted combiner per seed]} on clean hold-out draws."""
+    """{method: [fitted combiner per seed]} on clean hold-out draws, through the protocol (so a
+    method that uses unlabelled images gets the rest of train, as in ``evaluate`` and ``fit``)."""
     fitted: dict[str, list] = {m: [] for m in methods}
     for seed in seeds:
         hold = train.holdout(shots, fraction=fraction, seed=seed)
         for method in methods:
-            combiner = build_combiner(method, seed=seed, device=device)
-            fitted[method].append(combiner.fit(hold.features, hold.logits, hold.labels))
+            run = fit_on_draw(method, train, hold, seed=seed, device=device)
+            fitted[method].append(run.combiner)
     return fitted
 
 
@@ -45,10 +46,7 @@ def score_view(bundle: ViewBundle, fitted: dict[str, list]) -> dict[str, list[fl
         n: [topk_accuracy(bundle.logits[b], bundle.labels)] for b, n in enumerate(bundle.names)
     }
     for method, combiners in fitted.items():
-        scores[method] = [
-            float((c.predict(bundle.features, bundle.logits).cpu() == bundle.labels).float().mean())
-            for c in combiners
-        ]
+        scores[method] = [score_on(c, bundle)[0] for c in combiners]
     return scores
 
 
@@ -114,7 +112,6 @@ def robustness_study(
             batch_size=batch_size,
             num_workers=num_workers,
             perturbation=perturbation,
-            perturbation_key=perturbation.key,
             progress=progress,
         )
         bundle = load_bundle(

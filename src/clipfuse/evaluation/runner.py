@@ -8,20 +8,18 @@ oracle only as an upper bound. Nothing is selected, stopped or tuned on test.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tqdm import tqdm
 
-from clipfuse.cascade.costs import cost_info
 from clipfuse.combiners import BestSingle, oracle_accuracy
-from clipfuse.combiners._compose import build_combiner, fit_inputs
 from clipfuse.combiners.registry import expand_methods, list_combiners
 from clipfuse.errors import FitError
 from clipfuse.evaluation.metrics import topk_accuracy
 from clipfuse.evaluation.records import MIN_RELATIVE_BASELINE, EvaluationResult, RunRecord, _row
 from clipfuse.evaluation.tables import format_markdown
 from clipfuse.logits.bundle import ViewBundle
+from clipfuse.protocol import fit_on_draw, run_notes, score_on
 
 __all__ = [
     "CORE_METHODS",
@@ -34,27 +32,7 @@ __all__ = [
     "format_markdown",
 ]
 
-PREDICT_CHUNK = 4096
-
-
 CORE_METHODS = list_combiners(group="core")  # static ensembles, calibrated mean, SL, MoE, NLC
-
-
-def _cost_info(combiner, test: ViewBundle) -> dict[str, Any]:
-    """Compute spent per test image (cascades: what they actually ran), chunked like top-1."""
-    n = test.labels.numel()
-    parts = []
-    for start in range(0, n, PREDICT_CHUNK):
-        sl = slice(start, min(n, start + PREDICT_CHUNK))
-        part = cost_info(
-            combiner, [f[sl] for f in test.features], test.logits[:, sl], test.gflops, test.names
-        )
-        parts.append((sl.stop - sl.start, part))
-    info = dict(parts[0][1]) if parts else {}
-    for key in ("backbones_per_image", "gflops_per_image"):
-        if parts and parts[0][1].get(key) is not None:
-            info[key] = sum(m * p[key] for m, p in parts) / max(n, 1)
-    return info
 
 
 def evaluate_methods(
@@ -126,21 +104,12 @@ def evaluate_methods(
             chosen = BestSingle().fit(None, hold.logits, hold.labels).chosen_
             base_name, base_top1 = test.names[chosen], singles[test.names[chosen]]
             for method in methods:
-                combiner = build_combiner(
-                    method, method_params.get(method), seed=seed, gflops=train.gflops, device=device
-                )  # cascades/subsets get the store's GFLOPs
-                *fit_args, fit_info = fit_inputs(combiner, train, hold)
-                t0 = time.perf_counter()
-                combiner.fit(*fit_args)
-                fit_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                top1 = combiner.score(test.features, test.logits, test.labels)
-                predict_s = time.perf_counter() - t0
-                chosen_b = combiner.chosen_backbone()
-                info = {} if chosen_b is None else {"chosen": test.names[chosen_b]}
-                info.update(_cost_info(combiner, test))
-                info.update(fit_info)
-                info.update(combiner.fit_notes())  # fallbacks and safety-rule choices, recorded
+                run = fit_on_draw(
+                    method, train, hold, params=method_params.get(method), seed=seed, device=device
+                )
+                combiner = run.combiner
+                top1, predict_s = score_on(combiner, test)
+                info = run_notes(run, test)
                 if method == "nlc" and "nlc" not in result.temperatures:
                     result.temperatures["nlc"] = combiner.predict_temperatures(test.features).cpu()
                 result.records.append(
@@ -152,7 +121,7 @@ def evaluate_methods(
                         top1,
                         base_name,
                         base_top1,
-                        fit_s,
+                        run.fit_seconds,
                         predict_s,
                         info,
                     )

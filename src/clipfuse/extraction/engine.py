@@ -30,9 +30,8 @@ from clipfuse.extraction.decode_once import (
     collate_decoded,
     reopen_reader,
 )
+from clipfuse.extraction.options import DEFAULT_SHARD_SIZE, ExtractOptions
 from clipfuse.store import EntryKey, FeatureStore, StoreEntry
-
-DEFAULT_SHARD_SIZE = 1024
 
 
 @dataclass
@@ -114,17 +113,17 @@ def extract(
     backbones: Sequence[Backbone],
     dataset: ImageDataset,
     store: FeatureStore,
-    *,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    perturbation: Perturbation | None = None,
-    perturbation_key: str | None = None,
-    feature_dtype: str = "float16",
-    progress: bool = True,
+    options: ExtractOptions | None = None,
+    **kwargs: Any,
 ) -> ExtractionReport:
-    """Encode every image of `dataset` with every backbone; write what is missing to `store`."""
-    plan = plan_extraction(backbones, dataset, store, shard_size, feature_dtype, perturbation_key)
+    """Encode every image of `dataset` with every backbone; write what is missing to `store`.
+
+    ``options`` (an ExtractOptions) or its fields as keywords (``batch_size=``, ``perturbation=``
+    ...); the view written is named after the perturbation, if any."""
+    opts = ExtractOptions.of(options, **kwargs)
+    plan = plan_extraction(
+        backbones, dataset, store, opts.shard_size, opts.feature_dtype, opts.perturbation_key
+    )
     if not plan.todo_shards:
         return plan.close()
     assembler = ShardAssembler(plan, backbones, dataset)
@@ -133,10 +132,10 @@ def extract(
         dataset,
         plan.positions,
         plan.needs,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        perturbation=perturbation,
-        progress=progress,
+        batch_size=opts.batch_size,
+        num_workers=opts.num_workers,
+        perturbation=opts.perturbation,
+        progress=opts.progress,
         desc=f"extract {dataset.name}/{dataset.split}",
     )
     for ok_positions, encoded, batch_failures in stream:

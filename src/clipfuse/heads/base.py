@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from clipfuse.combiners.folds import stratified_folds
+from clipfuse.combiners.folds import cross_val_predict
 from clipfuse.errors import FitError
 
 
@@ -88,16 +88,13 @@ class HeadBank:
         trained on them sees what a head does on inputs it has not memorised. Default: K-fold
         refits; subclasses with a cheaper exact form (leave-one-out) override this.
         """
-        folds = stratified_folds(y, num_folds, seed)
-        oof = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
-        for k in range(num_folds):
-            held = folds == k
-            if not bool(held.any()):
-                continue
+        def fit_predict(k: int, train: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
             part = self.clone().fit(
-                rows_of(features, ~held), logits[:, ~held], y[~held], num_classes, seed + k
+                rows_of(features, train), logits[:, train], y[train], num_classes, seed + k
             )
-            oof[:, held] = part.logits(rows_of(features, held), logits[:, held])
+            return part.logits(rows_of(features, held), logits[:, held]).float()
+
+        oof, _ = cross_val_predict(fit_predict, y, num_folds, seed, dim=1)
         self.fit(features, logits, y, num_classes, seed)
         return oof
 

@@ -89,12 +89,15 @@ class HeadStack(Combiner):
     def _new_heads(self) -> HeadBank:
         return HEAD_KINDS[self.head_kind](self.head_params, device=self.device)
 
+    def _new_inner(self, seed: int) -> Combiner:
+        return build_combiner(self.inner_name, self.inner_params, seed=seed, device=self.device)
+
     # ---- fit / predict -------------------------------------------------------------------
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
         assert features is not None
         c, seed = z.shape[2], int(self.seed)
         heads = self._new_heads()
-        inner = build_combiner(self.inner_name, self.inner_params, seed=seed, device=self.device)
+        inner = self._new_inner(seed)
         if self.protocol == "split":
             ctrl = stratified_split(y, float(self.controller_fraction), seed, c)
             heads.fit(rows_of(features, ~ctrl), z[:, ~ctrl], y[~ctrl], c, seed)
@@ -104,7 +107,7 @@ class HeadStack(Combiner):
         elif learns_from_labels(inner) and can_crossfit(y, c):
             feats_c, y_c = features, y
             z_c = heads.fit_crossfit(features, z, y, c, int(self.folds), seed)
-            how = "leave-one-out" if self.head_kind == "tip" else f"{int(self.folds)}-fold"
+            how = "leave-one-out" if heads.kind == "tip" else f"{int(self.folds)}-fold"
             rows = f"cross-fitted ({how}) head logits on all {y.numel()} rows"
         else:
             heads.fit(features, z, y, c, seed)
@@ -163,6 +166,79 @@ class HeadStack(Combiner):
         self.heads_ = heads.load_state(meta["heads"], head_t)
         self.inner_ = combiner_from_state(meta["inner"], inner_t, device=self.device)
         self.controller_rows_ = meta["controller_rows"]
+
+
+@register_combiner(tier="experimental")
+class ComposedHeadStack(HeadStack):
+    """``HeadStack(head=, final=)`` by composition: any head bank object and any (unfitted)
+    combiner object on top, e.g. ``head_stack(head=LinearProbeHeads({"max_iter": 50}),
+    final=make_combiner("safe_conf_mix"))``. Both are kept as JSON specs (head kind + params,
+    combiner name + params), so the fitted stack saves and loads like any combiner.
+    """
+
+    name = "head_stack"
+    nested_params: ClassVar[dict[str, str]] = {}
+
+    def __init__(
+        self,
+        *,
+        head: HeadBank | dict[str, Any] | None = None,
+        final: Combiner | dict[str, Any] | None = None,
+        protocol: str = "crossfit",
+        controller_fraction: float = 0.1,
+        folds: int = 3,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(protocol=protocol, controller_fraction=controller_fraction,
+                         folds=folds, seed=seed, device=device)  # fmt: skip
+        self.head: dict[str, Any] = _head_spec(head)
+        self.final: dict[str, Any] = _final_spec(final)
+
+    def set_params(self, **params: Any) -> ComposedHeadStack:
+        super().set_params(**params)
+        self.head, self.final = _head_spec(self.head), _final_spec(self.final)
+        return self
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        return ["head", "final", "protocol", "controller_fraction", "folds", "seed", "device"]
+
+    def _validate_params(self) -> None:
+        if self.head.get("kind") not in HEAD_KINDS:
+            raise FitError(f"head_stack: unknown head kind {self.head.get('kind')!r}; "
+                           f"known: {sorted(HEAD_KINDS)}")  # fmt: skip
+        self._new_inner(0)  # an unknown final combiner or parameter fails here
+        super()._validate_params()
+
+    def _new_heads(self) -> HeadBank:
+        return HEAD_KINDS[self.head["kind"]](self.head.get("params"), device=self.device)
+
+    def _new_inner(self, seed: int) -> Combiner:
+        return build_combiner(self.final["name"], self.final.get("params"), seed=seed,
+                              device=self.device)  # fmt: skip
+
+    def _nested_defaults(self, prefix: str) -> dict[str, Any]:
+        return {}
+
+
+def _head_spec(head: HeadBank | dict[str, Any] | None) -> dict[str, Any]:
+    """A head bank as JSON: its kind and parameters (default: linear probes)."""
+    head = head if head is not None else LinearProbeHeads()
+    return (
+        {"kind": head.kind, "params": dict(head.params)}
+        if isinstance(head, HeadBank)
+        else dict(head)
+    )
+
+
+def _final_spec(final: Combiner | dict[str, Any] | None) -> dict[str, Any]:
+    """An unfitted combiner as JSON: its registry name and parameters (default: NLC)."""
+    if final is None or isinstance(final, Combiner):
+        params = (final or make_combiner("nlc")).get_params(deep=False)
+        params.pop("device", None)
+        return {"name": (final or make_combiner("nlc")).name, "params": params}
+    return dict(final)
 
 
 _HEADS = {  # head kind -> (registry prefix, class-name prefix, title)

@@ -35,7 +35,7 @@ class _ZeroShotProbeStack(HeadStack):
         }
 
 
-@register_combiner(groups=("fusion",))
+@register_combiner(groups=("heads",), tier="experimental")
 class ZeroShotProbeMix(_ZeroShotProbeStack):
     """Zero-shot-initialised probe per backbone, fused by the shrunk mix (see the module doc)."""
 
@@ -43,7 +43,7 @@ class ZeroShotProbeMix(_ZeroShotProbeStack):
     inner_name = "shrunk_mix"
 
 
-@register_combiner(groups=("fusion",))
+@register_combiner(groups=("heads",), tier="experimental")
 class ZeroShotProbeNLC(_ZeroShotProbeStack):
     """Zero-shot-initialised probe per backbone, NLC controller on top (see the module doc)."""
 

@@ -17,11 +17,9 @@ from clipfuse.errors import DataError
 from clipfuse.reports.document import FIGURES_DIR, Cell, Code, FigureBlock, Section, Table
 from clipfuse.reports.render_html import render_html
 from clipfuse.reports.render_md import render_markdown
-from clipfuse.reports.results import (
-    atomic_write_bytes,
-    load_results,
-)
+from clipfuse.reports.results import load_results
 from clipfuse.reports.sections import build_sections
+from clipfuse.store.atomic import atomic_write_bytes
 
 __all__ = [
     "FIGURES_DIR",

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,13 +53,14 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from clipfuse._validation import to_tensor
 from clipfuse.analysis import CKAResult, ComplementarityResult
 from clipfuse.analysis._arrays import ArrayLike, backbone_names, check_labels
 from clipfuse.errors import DataError
 from clipfuse.hashing import CACHE_ROOT, value_hash
+from clipfuse.store.atomic import atomic_write_bytes
 from clipfuse.store.locking import file_lock
 
 ANALYSIS_FILE = "analysis.json"
@@ -106,23 +106,6 @@ class Results:
 
 
 # --- writing ---------------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_name(path)
-    try:
-        with open(tmp, "xb") as fh:  # plain open: permissions follow the umask
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -255,13 +238,7 @@ def save_temperatures(
             "backbones": names,
             "class_names": None if class_names is None else [str(c) for c in class_names],
         }
-        tmp = _temporary_name(path)
-        try:
-            save_file(tensors, str(tmp), metadata={"clipfuse": json.dumps(meta)})
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, save(tensors, metadata={"clipfuse": json.dumps(meta)}))
     return path
 
 

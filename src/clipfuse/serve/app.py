@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect
 
 from clipfuse.ensemble.predict import Fused, fuse_pixels, preprocess_images
 from clipfuse.ensemble.saved import SavedEnsemble
+from clipfuse.errors import ClipfuseError
 from clipfuse.serve.batching import MicroBatcher
 from clipfuse.serve.decoding import (
     Limits,
@@ -93,6 +94,16 @@ def request_top_k(raw: str | None, default: int) -> int:
     return int(value)
 
 
+def check_servable(ensemble: SavedEnsemble) -> None:
+    """ClipfuseError for a transductive ensemble: the micro-batcher would let one client's
+    answer depend on other clients' images."""
+    if ensemble.combiner.transductive:
+        raise ClipfuseError(
+            f"{ensemble.combiner.name} is transductive (an answer depends on the other images "
+            "batched with it) and cannot be served; use `clipfuse predict --transductive`"
+        )
+
+
 def create_app(
     ensemble: SavedEnsemble,
     backbones: dict[int, Any],
@@ -103,7 +114,9 @@ def create_app(
     top_k: int = 1,
     warm: bool = True,
 ) -> FastAPI:
-    """An app serving `ensemble` with its loaded `backbones` ({position: Backbone})."""
+    """An app serving `ensemble` with its loaded `backbones` ({position: Backbone}); a
+    transductive ensemble is refused (the micro-batcher would mix clients' images)."""
+    check_servable(ensemble)
     limits = limits or Limits()
     bomb_warnings_are_errors()
     names = [rec["name"] for rec in ensemble.backbones]
