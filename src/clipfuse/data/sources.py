@@ -196,9 +196,17 @@ def _imagefolder(path: Path, split: str):
         files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
         ids, classes = _split_members(files, split, path)
         reader = FileReader([str(path / m) for m in ids])
-        fingerprint = value_hash([(m, (path / m).stat().st_size) for m in files])
+        fingerprint = _images_fingerprint(path, files)
     found = sorted(set(classes))
     return ids, classes, reader, found, fingerprint
+
+
+def _images_fingerprint(path: Path, files: list[str]) -> str:
+    """Names and sizes of the image files only: a README, a classnames.txt or a `.DS_Store`
+    beside the images must not invalidate features extracted from them (issue 23). Folders of
+    images only hash as they always did, so existing stores stay valid."""
+    images = [m for m in files if Path(m).suffix.lower() in IMAGE_EXTS]
+    return value_hash([(m, (path / m).stat().st_size) for m in images])
 
 
 def _idx(path: Path, split: str):
