@@ -160,6 +160,11 @@ def _raise_if_changed(
             and m.get("perturbation") == perturbation_key
             and m.get("source_fingerprint") != dataset.source_fingerprint
         ):
+            if m.get("columns") and m.get("columns") != dataset.columns:
+                raise ProvenanceMismatchError(
+                    f"{dataset.source} split {dataset.split!r} was extracted with columns "
+                    f"{m['columns']}, not {dataset.columns}; extract it with these columns"
+                )
             then = m.get("num_samples")
             raise ProvenanceMismatchError(
                 f"{dataset.source} split {dataset.split!r} changed since extraction (images added, "
