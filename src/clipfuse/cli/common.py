@@ -52,6 +52,17 @@ def add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
     )
 
 
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """`--threads` for every command that encodes images."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per encoder (default: OMP_NUM_THREADS if set, else the cores this "
+        "process may use minus the decode workers; 1 is safest on a machine shared with other work)",
+    )
+
+
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--engine",

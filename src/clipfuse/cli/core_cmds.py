@@ -8,6 +8,7 @@ import sys
 from clipfuse.cli.common import (
     add_data_args,
     add_engine_args,
+    add_threads_arg,
     command,
     existing_store,
     open_data,
@@ -66,6 +67,7 @@ def cmd_extract(args) -> int:
             shard_size=args.shard_size,
             feature_dtype=args.feature_dtype,
             progress=not args.quiet,
+            threads=args.threads,
         )
     if report.images_processed == 0:
         print(f"{report.view}: already extracted for {len(backbones)} backbone(s); nothing to do")
@@ -153,6 +155,7 @@ def add_parsers(sub) -> None:
         help="storage precision of features (float32 for bit-exact parity checks)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_arg(p)
     add_engine_args(p)
 
     p = sub.add_parser("zeroshot", help="per-backbone zero-shot accuracy from cached features")

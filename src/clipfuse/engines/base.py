@@ -47,8 +47,10 @@ class Engine(ABC):
         perturbation_key: str | None = None,
         feature_dtype: str = "float16",
         progress: bool = True,
+        threads: int | None = None,
     ) -> ExtractionReport:
-        """Write every missing shard of every backbone's entry; a complete store is a no-op."""
+        """Write every missing shard of every backbone's entry; a complete store is a no-op.
+        `threads`: intra-op CPU threads per encoder (None: the engine's default)."""
 
     @abstractmethod
     def map(self, fn: Callable[[Any, T], R], items: Sequence[T], shared: Any = None) -> list[R]:

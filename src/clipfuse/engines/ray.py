@@ -195,6 +195,7 @@ class RayEngine(Engine):
         perturbation_key: str | None = None,
         feature_dtype: str = "float16",
         progress: bool = True,
+        threads: int | None = None,  # per encoder actor (default: its pool shape's, 1)
     ) -> ExtractionReport:
         plan = plan_extraction(
             backbones, dataset, store, shard_size, feature_dtype, perturbation_key
@@ -202,7 +203,7 @@ class RayEngine(Engine):
         if not plan.todo_shards:
             return plan.close()
         assembler = ShardAssembler(plan, backbones, dataset)
-        pipeline = self._pipeline(backbones, dataset, plan, batch_size, perturbation)
+        pipeline = self._pipeline(backbones, dataset, plan, batch_size, perturbation, threads)
         desc = f"extract {dataset.name}/{dataset.split} (ray)"
         with (
             tqdm(total=len(plan.positions), unit="img", desc=desc, disable=not progress) as bar,
@@ -221,6 +222,7 @@ class RayEngine(Engine):
         plan: ExtractionPlan,
         batch_size: int,
         perturbation: Perturbation | None,
+        threads: int | None = None,
     ):
         ray = self.ray
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # no "progress bars disabled"
@@ -265,7 +267,7 @@ class RayEngine(Engine):
                     "needs_by_shard": plan.needs_by_shard,
                     "batch_size": batch_size,
                     "shard_size": plan.shard_size,
-                    "threads": shape.threads,
+                    "threads": threads or shape.threads,
                     "keep_images": b < len(backbones) - 1,
                 },
                 compute=ray.data.ActorPoolStrategy(size=shape.concurrency),

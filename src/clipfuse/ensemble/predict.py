@@ -28,6 +28,7 @@ from clipfuse.extraction.decode_once import (
     reopen_reader,
 )
 from clipfuse.extraction.engine import default_workers, preprocess_key
+from clipfuse.extraction.threads import compute_threads
 
 if TYPE_CHECKING:
     from clipfuse.ensemble.saved import SavedEnsemble
@@ -174,19 +175,23 @@ def predict_images(
     num_workers: int | None = None,
     top_k: int = 1,
     progress: bool = True,
+    threads: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
-    """(predictions, failures): one dict per readable image, one per unreadable one."""
+    """(predictions, failures): one dict per readable image, one per unreadable one.
+    `threads`: the encoders' CPU threads, as in extraction (`extraction.threads`)."""
     dataset = files_dataset(paths)
     backbones = load_needed(ensemble, device)
     predictions: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
-    stream = _batches(backbones, list(backbones), dataset, batch_size, num_workers, progress)
-    for ok_positions, batch, batch_failures in stream:
-        failures.extend({"image": dataset.sample_ids[p], "error": e} for p, e in batch_failures)
-        if not ok_positions:
-            continue
-        pixels = {b: batch[k][1] for k, b in enumerate(backbones)}  # loader slots follow `needed`
-        records = predict_pixels(ensemble, backbones, pixels, top_k)
-        for position, record in zip(ok_positions, records):
-            predictions.append({"image": dataset.sample_ids[position], **record})
+    workers = default_workers(list(backbones.values())) if num_workers is None else num_workers
+    with compute_threads(threads, workers):
+        stream = _batches(backbones, list(backbones), dataset, batch_size, workers, progress)
+        for ok_positions, batch, batch_failures in stream:
+            failures.extend({"image": dataset.sample_ids[p], "error": e} for p, e in batch_failures)
+            if not ok_positions:
+                continue
+            pixels = {b: batch[k][1] for k, b in enumerate(backbones)}  # slots follow `needed`
+            records = predict_pixels(ensemble, backbones, pixels, top_k)
+            for position, record in zip(ok_positions, records):
+                predictions.append({"image": dataset.sample_ids[position], **record})
     return predictions, failures

@@ -30,6 +30,7 @@ from clipfuse.extraction.decode_once import (
     collate_decoded,
     reopen_reader,
 )
+from clipfuse.extraction.threads import compute_threads
 from clipfuse.store import EntryKey, FeatureStore, StoreEntry
 
 DEFAULT_SHARD_SIZE = 1024
@@ -48,6 +49,8 @@ class ExtractionReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     first_batch_seconds: float | None = None  # start-up: until the first encoded batch arrived
+    threads: int | None = None  # encoders' intra-op threads (None: nothing was encoded)
+    workers: int | None = None  # decode workers
 
     @property
     def images_per_second(self) -> float:
@@ -122,26 +125,33 @@ def extract(
     perturbation_key: str | None = None,
     feature_dtype: str = "float16",
     progress: bool = True,
+    threads: int | None = None,
 ) -> ExtractionReport:
-    """Encode every image of `dataset` with every backbone; write what is missing to `store`."""
+    """Encode every image of `dataset` with every backbone; write what is missing to `store`.
+
+    `threads`: the encoders' intra-op CPU threads (default: the cores left beside the decode
+    workers, `extraction.threads`), restored when the call returns."""
     plan = plan_extraction(backbones, dataset, store, shard_size, feature_dtype, perturbation_key)
     if not plan.todo_shards:
         return plan.close()
-    assembler = ShardAssembler(plan, backbones, dataset)
-    stream = encode_stream(
-        backbones,
-        dataset,
-        plan.positions,
-        plan.needs,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        perturbation=perturbation,
-        progress=progress,
-        desc=f"extract {dataset.name}/{dataset.split}",
-    )
-    for ok_positions, encoded, batch_failures in stream:
-        assembler.add(ok_positions, encoded, batch_failures)
-    return assembler.close()
+    workers = default_workers(backbones) if num_workers is None else num_workers
+    with compute_threads(threads, workers) as used:
+        plan.report.threads, plan.report.workers = used, workers
+        assembler = ShardAssembler(plan, backbones, dataset)
+        stream = encode_stream(
+            backbones,
+            dataset,
+            plan.positions,
+            plan.needs,
+            batch_size=batch_size,
+            num_workers=workers,
+            perturbation=perturbation,
+            progress=progress,
+            desc=f"extract {dataset.name}/{dataset.split}",
+        )
+        for ok_positions, encoded, batch_failures in stream:
+            assembler.add(ok_positions, encoded, batch_failures)
+        return assembler.close()
 
 
 @dataclass
