@@ -5,7 +5,7 @@ default decode workers, a fresh store each run) under three thread settings:
 
   torch default   intra-op threads = torch's own default (every core), what clipfuse used before
   clipfuse default  `threads=None`: the cores this process may use minus the decode workers
-  1 thread        `threads=1`
+  1 thread        `threads=1` (left out where clipfuse's default is 1 already)
 
 each alone and beside a busy process (a child Python process spinning on `--busy` cores, which
 stops itself after `--busy-seconds` and is stopped by this script when the runs are done). The
@@ -79,8 +79,9 @@ def main() -> None:
     settings = {
         f"torch default ({torch_default})": torch_default,
         f"clipfuse default ({default_threads(workers)})": None,
-        "1 thread": 1,
     }
+    if default_threads(workers) != 1:
+        settings["1 thread"] = 1
     print(_machine.describe())
     print(
         f"{len(dataset)} images x {len(backbones)} backbones ({', '.join(BACKBONES)}), "

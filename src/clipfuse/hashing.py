@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,31 @@ def value_hash(value: Any, length: int = 64) -> str:
     return hashlib.sha256(payload).hexdigest()[:length]
 
 
+_RECORDERS: list[dict[str, str]] = []
+
+
+@contextmanager
+def recorded_hashes() -> Iterator[dict[str, str]]:
+    """{path: sha256} of every file hashed inside the block: the files a backbone was built
+    from, so a later run can tell they are unchanged without building it again."""
+    seen: dict[str, str] = {}
+    _RECORDERS.append(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDERS.remove(seen)
+
+
 def file_sha256(path: str | Path) -> str:
     """Content hash of a file, memoised by (path, size, mtime) so reruns cost nothing."""
     path = Path(path).resolve()
+    digest = _file_sha256(path)
+    for seen in _RECORDERS:
+        seen[str(path)] = digest
+    return digest
+
+
+def _file_sha256(path: Path) -> str:
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
     cache: dict[str, str] = {}

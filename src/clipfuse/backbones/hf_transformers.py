@@ -243,6 +243,9 @@ def create_transformers(spec: BackboneSpec):
             f"{spec.raw}: transformers model type {model_type!r} is not supported (supported: {known})"
         )
     _require_image_processor(directory)
+    for name in ("config.json", *PROCESSOR_FILES):  # recorded: what the model is built from
+        if (directory / name).is_file():
+            file_sha256(directory / name)
     weights_id = _weights_id(directory)
     model_cls = getattr(transformers, SUPPORTED[model_type])
     hf_model = model_cls.from_pretrained(str(directory), local_files_only=True).float().eval()

@@ -73,13 +73,20 @@ def entry_provenance(
     path are the same content (their hashes say so). Their absolute forms are recorded in the
     store's backbone-info and view-info records, so later steps can reload the model.
     """
-    info = backbone.info
+    return provenance_for(backbone.info.to_dict(), dataset, perturbation_key)
+
+
+def provenance_for(
+    info: dict[str, Any], dataset: ImageDataset, perturbation_key: str | None
+) -> dict[str, Any]:
+    """`entry_provenance` from a backbone's info record (`BackboneInfo.to_dict()`, as the store's
+    backbone-info holds it), so a finished entry can be checked without building the model."""
     return {
         "backbone": {
-            "fingerprint": info.fingerprint,
-            "weights_sha256": info.weights_sha256,
-            "preprocess": info.preprocess,
-            "embed_dim": info.embed_dim,
+            "fingerprint": info["fingerprint"],
+            "weights_sha256": info["weights_sha256"],
+            "preprocess": info["preprocess"],
+            "embed_dim": info["embed_dim"],
         },
         "dataset": {
             "name": dataset.name,
@@ -371,8 +378,16 @@ def _write_backbone_info(store: FeatureStore, backbone: Backbone) -> None:
     projections), so budgets and trade-off plots read the current figure."""
     existing = store.get_array_set("backbone-info", backbone.info.fingerprint)
     gflops = backbone.info.image_gflops
-    if existing is None or (gflops is not None and existing.metadata.get("image_gflops") != gflops):
-        store.put_array_set("backbone-info", backbone.info.fingerprint, {}, backbone.info.to_dict())
+    built = backbone.info.extra.get("built_from")
+    if (
+        existing is None
+        or (gflops is not None and existing.metadata.get("image_gflops") != gflops)
+        or (built and (existing.metadata.get("extra") or {}).get("built_from") != built)
+    ):  # the record also says what the backbone was built from (a no-op rerun reads it)
+        record = backbone.info.to_dict()
+        if gflops is None and existing is not None:  # loaded without counting: keep the count
+            record["image_gflops"] = existing.metadata.get("image_gflops")
+        store.put_array_set("backbone-info", backbone.info.fingerprint, {}, record)
 
 
 def _write_view_info(
