@@ -125,3 +125,79 @@ def test_without_classlabel_names_and_bad_input(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot read Parquet file" in err[0]
+
+
+def write_two_label_columns(path: Path, n: int = 6) -> tuple[list[int], list[int]]:
+    """CIFAR-100's shape: two ClassLabel columns (fine and coarse) next to one image column."""
+    fine = [i % 3 for i in range(n)]
+    coarse = [int(i % 3 == 2) for i in range(n)]
+    images = [{"bytes": _png(300 + i, (18, 18)), "path": None} for i in range(n)]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table(
+        {
+            "image": pa.array(images, type=image_type),
+            "coarse_label": pa.array(coarse, type=pa.int64()),
+            "fine_label": pa.array(fine, type=pa.int64()),
+        }
+    )
+    features = {
+        "image": {"_type": "Image"},
+        "coarse_label": {"_type": "ClassLabel", "names": ["flower", "weed"]},
+        "fine_label": {"_type": "ClassLabel", "names": NAMES},
+    }
+    meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(meta), path, row_group_size=4)
+    return fine, coarse
+
+
+def test_two_label_columns_need_a_choice(tmp_path, capsys):
+    """Issue 23: with two label-like columns the first was taken silently."""
+    path = tmp_path / "two" / "test.parquet"
+    fine, coarse = write_two_label_columns(path)
+    source = f"parquet:{path}"
+    with pytest.raises(DataError, match=r"several label columns \(coarse_label, fine_label\)"):
+        open_dataset(source, "test")
+    by_fine = open_dataset(source, "test", label_column="fine_label")
+    by_coarse = open_dataset(source, "test", label_column="coarse_label")
+    assert by_fine.labels.tolist() == fine and by_fine.classnames == NAMES
+    assert by_coarse.labels.tolist() == coarse and by_coarse.classnames == ["flower", "weed"]
+    assert by_fine.columns == {"image": "image", "label": "fine_label"}
+    assert by_fine.view_key != by_coarse.view_key  # stored labels differ, so do the views
+    with pytest.raises(DataError, match=r"--label-column 'nope' is not a column .*fine_label"):
+        open_dataset(source, "test", label_column="nope")
+    with pytest.raises(DataError, match="both 'image'"):
+        open_dataset(source, "test", label_column="image")
+
+    store = tmp_path / "store"
+    args = ["extract", "--backbone", "zoo:rn-tiny", "--data", source, "--split", "test"]
+    args += ["--store", str(store), "--quiet"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "coarse_label, fine_label" in err[0] and "--label-column" in err[0]
+    assert main([*args, "--label-column", "coarse_label"]) == 0
+    assert "labels from column 'coarse_label'" in capsys.readouterr().err
+    zeroshot = ["zeroshot", "--data", source, "--split", "test", "--store", str(store), "--json"]
+    assert main([*zeroshot, "--label-column", "coarse_label"]) == 0
+    captured = capsys.readouterr()
+    assert "images from column 'image', labels from column 'coarse_label'" in captured.err
+    assert json.loads(captured.out)["results"][0]["n"] == len(coarse)
+    assert main([*zeroshot, "--label-column", "fine_label"]) == 2  # not extracted with these labels
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "was extracted with columns" in err[-1] and "'coarse_label'" in err[-1]
+
+
+def test_single_columns_keep_their_fingerprint_and_options_need_parquet(hub_layout, tmp_path):
+    from clipfuse.hashing import file_sha256, value_hash
+
+    dataset = open_dataset(f"parquet:{hub_layout}", "train")
+    assert dataset.columns == {"image": "image", "label": "label"}
+    files = sorted(hub_layout.rglob("train-*.parquet"))
+    assert dataset.source_fingerprint == value_hash([file_sha256(f) for f in files])
+    named = open_dataset(f"parquet:{hub_layout}", "train", label_column="label")
+    assert named.view_key == dataset.view_key
+    (tmp_path / "pics" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "pics" / "a" / "0.png")
+    with pytest.raises(DataError, match="apply to parquet: sources only"):
+        open_dataset(f"imagefolder:{tmp_path / 'pics'}", "all", label_column="label")

@@ -75,12 +75,23 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         ),
         "siglip": transformers.SiglipImageProcessor(size={"height": 32, "width": 32}),
     }
+    combined = {  # what the model card says: processor = image processor + tokenizer
+        "clip": transformers.CLIPProcessor(image_processor=processors["clip"], tokenizer=tokenizer),
+        "siglip": transformers.SiglipProcessor(
+            image_processor=processors["siglip"], tokenizer=tokenizer
+        ),
+    }
     dirs = {}
     for name, model in (("clip", clip), ("siglip", siglip)):
+        # layout 1: image processor and tokenizer saved apart -> preprocessor_config.json
         dirs[name] = root / name
         model.save_pretrained(str(dirs[name]))
         tokenizer.save_pretrained(str(dirs[name]))
         processors[name].save_pretrained(str(dirs[name]))
+        # layout 2: `processor.save_pretrained(DIR)`; transformers 5 writes processor_config.json
+        dirs[f"{name}-processor"] = root / f"{name}-processor"
+        model.save_pretrained(str(dirs[f"{name}-processor"]))
+        combined[name].save_pretrained(str(dirs[f"{name}-processor"]))
     return dirs
 
 
@@ -128,7 +139,36 @@ def _reference_logits(directory: Path, folder: Path, sample_ids: list[str], sigl
         return model(pixel_values=pixels, **text).logits_per_image
 
 
-@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def _processor_reference(directory: Path, folder: Path, sample_ids: list[str], siglip: bool):
+    """transformers alone, through the saved `AutoProcessor` (images and prompts in one call)."""
+    model_cls = transformers.SiglipModel if siglip else transformers.CLIPModel
+    model = model_cls.from_pretrained(str(directory)).eval()
+    processor = transformers.AutoProcessor.from_pretrained(str(directory))
+    prompts = [TEMPLATE.replace("{c}", c) for c in CLASSES]
+    images = [Image.open(folder / "test" / sid).convert("RGB") for sid in sample_ids]
+    if siglip:
+        prompts = [p.lower() for p in prompts]
+        padding: dict = dict(padding="max_length", max_length=64)
+    else:
+        padding = dict(padding=True)
+    inputs = processor(text=prompts, images=images, return_tensors="pt", **padding)
+    with torch.no_grad():
+        return model(**inputs).logits_per_image
+
+
+def test_both_layouts_are_what_transformers_writes(checkpoints):
+    """The fixture writes what the installed transformers writes; transformers 5's processor
+    writes processor_config.json (the layout issue 23 found refused)."""
+    for kind in ("clip", "siglip"):
+        assert (checkpoints[kind] / "preprocessor_config.json").is_file()
+        saved = {p.name for p in checkpoints[f"{kind}-processor"].iterdir()}
+        assert "processor_config.json" in saved or "preprocessor_config.json" in saved
+    major = int(transformers.__version__.split(".")[0])
+    if major >= 5:
+        assert not (checkpoints["clip-processor"] / "preprocessor_config.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip", "clip-processor", "siglip-processor"])
 def test_zeroshot_logits_equal_transformers(kind, checkpoints, shapes_folder, tmp_path):
     store = tmp_path / "store"
     _extract(f"transformers:{checkpoints[kind]}", shapes_folder, store)
@@ -141,19 +181,21 @@ def test_zeroshot_logits_equal_transformers(kind, checkpoints, shapes_folder, tm
     sample_ids = [
         sid.split("/", 1)[1] if sid.startswith("test/") else sid for sid in bundle.sample_ids
     ]
-    reference = _reference_logits(checkpoints[kind], shapes_folder, sample_ids, kind == "siglip")
+    siglip = kind.startswith("siglip")
+    reference_fn = _processor_reference if kind.endswith("-processor") else _reference_logits
+    reference = reference_fn(checkpoints[kind], shapes_folder, sample_ids, siglip)
     assert bundle.logits.shape == (1, len(CLASSES) * len(SIZES), len(CLASSES))
     torch.testing.assert_close(bundle.logits[0], reference, atol=2e-4, rtol=1e-4)
-    if kind == "siglip":
+    if siglip:
         assert bundle.logit_biases == [pytest.approx(-3.0)]
         assert bundle.logit_scales == [pytest.approx(10.0)]
     # the processor and tokenizer are in the store's provenance
     info = fs.get_array_set("backbone-info", bundle.fingerprints[0]).metadata
     processor = info["preprocess"]["image_processor"]
-    assert processor["image_processor_type"].startswith("Siglip" if kind == "siglip" else "CLIP")
+    assert processor["image_processor_type"].startswith("Siglip" if siglip else "CLIP")
     text = info["preprocess"]["text"]
-    assert text["padding"] == ("max_length" if kind == "siglip" else True)
-    assert text["max_length"] == (64 if kind == "siglip" else 77)
+    assert text["padding"] == ("max_length" if siglip else True)
+    assert text["max_length"] == (64 if siglip else 77)
 
 
 def test_siglip_needs_full_padding(checkpoints, shapes_folder):
@@ -270,7 +312,10 @@ def test_unsupported_model_type_and_missing_processor(checkpoints, tmp_path):
     for f in checkpoints["clip"].iterdir():
         (folder / f.name).write_bytes(f.read_bytes())
     (folder / "preprocessor_config.json").unlink()
-    with pytest.raises(BackboneError, match="no preprocessor_config.json"):
+    with pytest.raises(BackboneError, match="no image processor in .*processor_config.json"):
+        load_backbone(f"transformers:{folder}", with_gflops=False)
+    (folder / "processor_config.json").write_text(json.dumps({"processor_class": "CLIPProcessor"}))
+    with pytest.raises(BackboneError, match="has no image_processor entry"):
         load_backbone(f"transformers:{folder}", with_gflops=False)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))

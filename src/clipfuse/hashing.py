@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,31 @@ def write_memo(path: Path, obj: Any) -> None:
         pass
 
 
+_RECORDERS: list[dict[str, str]] = []
+
+
+@contextmanager
+def recorded_hashes() -> Iterator[dict[str, str]]:
+    """{path: sha256} of every file hashed inside the block: the files a backbone was built
+    from, so a later run can tell they are unchanged without building it again."""
+    seen: dict[str, str] = {}
+    _RECORDERS.append(seen)
+    try:
+        yield seen
+    finally:
+        _RECORDERS.remove(seen)
+
+
 def file_sha256(path: str | Path) -> str:
     """Content hash of a file, memoised by (path, size, mtime) so reruns cost nothing."""
     path = Path(path).resolve()
+    digest = _file_sha256(path)
+    for seen in _RECORDERS:
+        seen[str(path)] = digest
+    return digest
+
+
+def _file_sha256(path: Path) -> str:
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
     cache: dict[str, str] = read_memo(_HASH_CACHE) or {}
@@ -50,17 +74,4 @@ def file_sha256(path: str | Path) -> str:
                 digest.update(block)
         cache[key] = digest.hexdigest()
         write_memo(_HASH_CACHE, cache)
-    return cache[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    cache[key] = digest.hexdigest()
-    try:
-        _HASH_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _HASH_CACHE.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, _HASH_CACHE)
-    except OSError:
-        pass  # the memo is an optimisation only
     return cache[key]

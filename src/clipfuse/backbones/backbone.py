@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from clipfuse.backbones.allocator import keep_freed_memory, release_freed_memory
+from clipfuse.backbones.built_from import built_from
 from clipfuse.backbones.cpu_kernels import restore_default_kernels, use_onednn_kernels
 from clipfuse.backbones.devices import check_device
 from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, parse_backbone_spec
 from clipfuse.backbones.weights import resolve_hub_dir, resolve_tag_checkpoint
 from clipfuse.errors import BackboneError
-from clipfuse.hashing import file_sha256
+from clipfuse.hashing import file_sha256, recorded_hashes
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_CONV_CHUNK = 8  # images per forward for a channels-last ResNet on a CPU (see encode_images)
@@ -239,6 +240,7 @@ def _create(spec: BackboneSpec):
     from open_clip.factory import get_model_config
 
     if spec.kind == "random":
+        file_sha256(spec.location)  # recorded: the config the weights are seeded from
         return _random_model(spec)
     if spec.kind.startswith("transformers-"):
         from clipfuse.backbones.hf_transformers import create_transformers
@@ -248,6 +250,7 @@ def _create(spec: BackboneSpec):
         directory = spec.location if spec.kind == "local-dir" else str(ZOO_DIR / spec.location)
         name = f"local-dir:{directory}"
         model_cfg = _folder_model_cfg(Path(directory, "open_clip_config.json"))
+        file_sha256(Path(directory, "open_clip_config.json"))  # recorded: its preprocess_cfg
         weights = _checkpoint_in_dir(Path(directory))
         if weights is None:
             raise BackboneError(f"no weights file (*.safetensors, *.bin, *.pth) in {directory!r}")
@@ -258,6 +261,7 @@ def _create(spec: BackboneSpec):
         directory = str(Path(config_path).parent)
         name = f"local-dir:{directory}"
         model_cfg = _folder_model_cfg(Path(config_path))
+        file_sha256(config_path)  # recorded: its preprocess_cfg
         model, _, preprocess = open_clip.create_model_and_transforms(name)
         return model, preprocess, open_clip.get_tokenizer(name), model_cfg, file_sha256(weights)
     # built-in architecture with a tag or a file
@@ -335,7 +339,8 @@ def load_backbone(
     parsed = parse_backbone_spec(spec) if isinstance(spec, str) else spec
     logging.disable(logging.WARNING)  # open_clip logs "randomly initialised" etc. at WARNING
     try:
-        model, preprocess, tokenizer, model_cfg, weights_id = _create(parsed)
+        with recorded_hashes() as inputs:
+            model, preprocess, tokenizer, model_cfg, weights_id = _create(parsed)
     except BackboneError:
         raise
     except (RuntimeError, FileNotFoundError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -362,6 +367,7 @@ def load_backbone(
         logit_scale=scale,
         logit_bias=float(bias.item()) if bias is not None else None,
         params_m=sum(p.numel() for p in model.visual.parameters()) / 1e6,
+        extra={"built_from": built_from(inputs)},
     )
     if image_only:
         from clipfuse.backbones.text_tower import drop_text_tower

@@ -199,6 +199,34 @@ def _tokenizer_files_id(directory: Path) -> str:
     return value_hash([[n, file_sha256(directory / n)] for n in names if (directory / n).is_file()])
 
 
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def _require_image_processor(directory: Path) -> None:
+    """Fail in one line unless the folder holds an image processor in either layout:
+    `preprocessor_config.json` (an image processor saved alone, or transformers 4's processor) or
+    `processor_config.json` with an `image_processor` entry (transformers 5's processor)."""
+    if (directory / PROCESSOR_FILES[0]).is_file():
+        return
+    combined = directory / PROCESSOR_FILES[1]
+    if combined.is_file():
+        try:
+            entry = json.loads(combined.read_text()).get("image_processor")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise BackboneError(f"unreadable {combined} ({exc})") from None
+        if isinstance(entry, dict):
+            return
+        raise BackboneError(
+            f"{combined} has no image_processor entry: save the CLIP/SigLIP processor itself "
+            "(AutoProcessor.from_pretrained(...).save_pretrained(DIR)), not only its tokenizer"
+        )
+    raise BackboneError(
+        f"no image processor in {str(directory)!r} (neither preprocessor_config.json nor "
+        "processor_config.json): copy the one the checkpoint came with, e.g. "
+        "AutoProcessor.from_pretrained(ORIGINAL_ID).save_pretrained(DIR)"
+    )
+
+
 def create_transformers(spec: BackboneSpec):
     """(model, preprocess, tokenizer, model_cfg, weights_id) for a transformers spec, in the
     shape `backbone._create` returns for open_clip specs."""
@@ -214,11 +242,10 @@ def create_transformers(spec: BackboneSpec):
         raise BackboneError(
             f"{spec.raw}: transformers model type {model_type!r} is not supported (supported: {known})"
         )
-    if not (directory / "preprocessor_config.json").is_file():
-        raise BackboneError(
-            f"no preprocessor_config.json in {str(directory)!r}: save the image processor with the "
-            "model (processor.save_pretrained(DIR))"
-        )
+    _require_image_processor(directory)
+    for name in ("config.json", *PROCESSOR_FILES):  # recorded: what the model is built from
+        if (directory / name).is_file():
+            file_sha256(directory / name)
     weights_id = _weights_id(directory)
     model_cls = getattr(transformers, SUPPORTED[model_type])
     hf_model = model_cls.from_pretrained(str(directory), local_files_only=True).float().eval()

@@ -8,8 +8,10 @@ allowed (they are, unless CLIPFUSE_OFFLINE=1 or HF_HUB_OFFLINE=1) and actually s
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from clipfuse.errors import BackboneError
 from clipfuse.hashing import file_sha256  # noqa: F401  (re-exported for loaders)
@@ -69,7 +71,11 @@ def resolve_tag_checkpoint(arch: str, tag: str) -> str:
     if cached:
         return cached
     return _download_or_fail(
-        f"{arch}:{tag}", where, lambda: download_pretrained(cfg), f"{arch}:/path/to/weights"
+        f"{arch}:{tag}",
+        where,
+        lambda: download_pretrained(cfg),
+        f"{arch}:/path/to/weights",
+        host=_hub_host() if hub else urlparse(url).hostname,
     )
 
 
@@ -101,7 +107,37 @@ def resolve_hub_dir(repo_id: str) -> tuple[str, str]:
     )
 
 
-def _download_or_fail(what: str, where: str, fetch, alternative: str):
+CONNECT_TIMEOUT_S = float(os.environ.get("CLIPFUSE_CONNECT_TIMEOUT", "3"))
+
+
+def _hub_host() -> str:
+    """The Hugging Face endpoint's host (HF_ENDPOINT for mirrors)."""
+    return urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or ""
+
+
+def _unreachable(host: str | None) -> str | None:
+    """Why `host` (or the HTTPS proxy, when one is set) cannot be reached within
+    CONNECT_TIMEOUT_S, or None. One look before downloading: unreachable, the hub client would
+    retry for about a minute before failing (issue 23: 55 s for an uncached RN50:openai)."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    target = urlparse(proxy if "://" in (proxy or "") else f"http://{proxy}") if proxy else None
+    name, port = (target.hostname, target.port or 80) if target else (host, 443)
+    if not name:
+        return None
+    try:
+        socket.create_connection((name, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        return f"cannot reach {name}:{port}: {_one_line(exc)}"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The whole message of an exception on one line (never cut: the cause is at the end)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _download_or_fail(what: str, where: str, fetch, alternative: str, host: str | None = None):
     hint = (
         f"put the files in the Hugging Face / open_clip cache on this machine, or pass {alternative} "
         "pointing at a local copy"
@@ -110,11 +146,13 @@ def _download_or_fail(what: str, where: str, fetch, alternative: str):
         raise BackboneError(
             f"weights for {what} are not cached locally and downloads are off (offline); {hint}"
         )
-    print(f"clipfuse: downloading weights for {what} from {where} ...", file=sys.stderr)
-    try:
-        return fetch()
-    except Exception as exc:  # network libraries raise many types; all mean the same here
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise BackboneError(
-            f"weights for {what} are not cached and could not be downloaded ({reason}); {hint}"
-        ) from None
+    reason = _unreachable(host or _hub_host())
+    if reason is None:
+        print(f"clipfuse: downloading weights for {what} from {where} ...", file=sys.stderr)
+        try:
+            return fetch()
+        except Exception as exc:  # network libraries raise many types; all mean the same here
+            reason = _one_line(exc)
+    raise BackboneError(
+        f"weights for {what} are not cached and could not be downloaded ({reason}); {hint}"
+    ) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clipfuse.cli.common import (
     add_data_args,
+    add_threads_arg,
     command,
     existing_store,
     open_data,
@@ -121,6 +122,7 @@ def cmd_robustness(args) -> int:
         seeds=list(range(args.seeds)),
         batch_size=args.batch_size,
         num_workers=args.workers,
+        threads=args.threads,
         progress=not args.quiet,
     )
     save_robustness(args.out, result["records"])
@@ -189,6 +191,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None)
+    add_threads_arg(p)
     p.add_argument("--out", required=True)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")

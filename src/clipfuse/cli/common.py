@@ -44,6 +44,23 @@ def add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
         "--templates", default=None, help="prompt templates file (JSON list or lines with {c})"
     )
     p.add_argument("--name", default=None, help="dataset name (default: guessed from the path)")
+    p.add_argument(
+        "--image-column", default=None, help="parquet: the column of encoded images (if several)"
+    )
+    p.add_argument(
+        "--label-column", default=None, help="parquet: the column of labels (if several)"
+    )
+
+
+def add_threads_arg(p: argparse.ArgumentParser) -> None:
+    """`--threads` for every command that encodes images."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per encoder (default: OMP_NUM_THREADS if set, else the cores this "
+        "process may use minus the decode workers; 1 is safest on a machine shared with other work)",
+    )
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -66,16 +83,27 @@ FROM_ARGS: Any = object()  # "take --limit from the parsed options"
 def open_data(args, split: str | None = None, *, source: str | None = None, limit=FROM_ARGS):
     """The dataset the data options name; ``source``/``limit`` override them (``limit=None``:
     every image), and the parsed options are never rewritten."""
+    import sys
+
     from clipfuse.data import open_dataset
 
-    return open_dataset(
+    dataset = open_dataset(
         source or args.data,
         split or args.split,
         name=args.name,
         classnames=args.classnames,
         templates=args.templates,
         limit=args.limit if limit is FROM_ARGS else limit,
+        image_column=args.image_column,
+        label_column=args.label_column,
     )
+    if dataset.columns:  # stderr: --json output stays clean
+        print(
+            f"{dataset.name} {dataset.split}: images from column {dataset.columns['image']!r}, "
+            f"labels from column {dataset.columns['label']!r}",
+            file=sys.stderr,
+        )
+    return dataset
 
 
 def open_view(args, store, split: str, *, source: str | None = None, limit=FROM_ARGS):

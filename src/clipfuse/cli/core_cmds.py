@@ -8,6 +8,7 @@ import sys
 from clipfuse.cli.common import (
     add_data_args,
     add_engine_args,
+    add_threads_arg,
     command,
     existing_store,
     open_data,
@@ -49,13 +50,28 @@ def cmd_extract(args) -> int:
     from clipfuse.engines import get_engine
     from clipfuse.store import FeatureStore
 
-    engine = get_engine(args.engine, args.ray_address)  # first: a missing Ray fails at once
+    local = args.engine == "local"
+    engine = None if local else get_engine(args.engine, args.ray_address)  # no Ray: fail first
     dataset = open_data(args)
+    store = FeatureStore(args.store)
+    if local:  # nothing to do: told from the store's records, no model built
+        from clipfuse.extraction.noop import finished_extraction
+
+        done = finished_extraction(
+            args.backbone,
+            dataset,
+            store,
+            shard_size=args.shard_size,
+            feature_dtype=args.feature_dtype,
+        )
+        if done is not None:
+            _print_nothing_to_do(done.view, len(done.entries))
+            return 0
+        engine = get_engine(args.engine, args.ray_address)
     backbones = [  # image towers only, each text tower freed before the next model is built
         load_backbone(s, device=args.device, precision=args.precision, image_only=True)
         for s in args.backbone
     ]
-    store = FeatureStore(args.store)
     with engine:
         report = engine.extract(
             backbones,
@@ -66,9 +82,10 @@ def cmd_extract(args) -> int:
             shard_size=args.shard_size,
             feature_dtype=args.feature_dtype,
             progress=not args.quiet,
+            threads=args.threads,
         )
     if report.images_processed == 0:
-        print(f"{report.view}: already extracted for {len(backbones)} backbone(s); nothing to do")
+        _print_nothing_to_do(report.view, len(backbones))
     else:
         print(
             f"{report.view}: {report.images_processed} images x {len(backbones)} backbone(s) in "
@@ -94,6 +111,10 @@ def _warn_never_predicted(names: list[str]) -> None:
             "check the class names (--classnames) and the prompt templates (--templates)",
             file=sys.stderr,
         )
+
+
+def _print_nothing_to_do(view: str, num_backbones: int) -> None:
+    print(f"{view}: already extracted for {num_backbones} backbone(s); nothing to do")
 
 
 @command("zeroshot")
@@ -171,6 +192,7 @@ def add_parsers(sub) -> None:
         help="storage precision of features (float32 for bit-exact parity checks)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads_arg(p)
     add_engine_args(p)
 
     p = sub.add_parser("zeroshot", help="per-backbone zero-shot accuracy from cached features")

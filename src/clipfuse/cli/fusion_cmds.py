@@ -9,6 +9,7 @@ from pathlib import Path
 from clipfuse.cli.common import (
     add_data_args,
     add_engine_args,
+    add_threads_arg,
     command,
     existing_store,
     open_view,
@@ -143,6 +144,7 @@ def cmd_predict(args) -> int:
         device=args.device,
         batch_size=args.batch_size,
         num_workers=args.workers,
+        threads=args.threads,
         top_k=args.top_k,
         progress=not args.quiet,
         transductive=args.transductive,
@@ -245,6 +247,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None)
+    add_threads_arg(p)
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument(
         "--transductive",

@@ -90,7 +90,16 @@ def available_device(text: str) -> str:
 __all__ = ["OneLineParser", "available_device", "non_negative_int", "positive_int"]
 
 
-POSITIVE = {"batch_size", "limit", "train_limit", "test_limit", "seeds", "shard_size", "top_k"}
+POSITIVE = {
+    "batch_size",
+    "limit",
+    "train_limit",
+    "test_limit",
+    "seeds",
+    "shard_size",
+    "top_k",
+    "threads",
+}
 NON_NEGATIVE = {"workers"}
 
 

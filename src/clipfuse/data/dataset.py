@@ -32,6 +32,7 @@ class ImageDataset:
     reader: object  # has .read(i) -> bytes | np.ndarray, indexed by positions
     positions: np.ndarray  # (N,) int64 positions in the full split
     limit: int | None = None
+    columns: dict[str, str] | None = None  # Parquet: the image and label columns read
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -85,4 +86,5 @@ class ImageDataset:
             "templates": self.templates,
             "limit": self.limit,
             "fingerprint": self.fingerprint,
+            **({"columns": self.columns} if self.columns else {}),
         }

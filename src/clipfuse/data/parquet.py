@@ -60,9 +60,9 @@ def _is_image_type(arrow_type) -> bool:
     return pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type)
 
 
-def _columns(schema, features: dict[str, Any], where: Path) -> tuple[str, str]:
-    """(image column, label column): the `Image` and `ClassLabel` features when recorded, else
-    the usual names."""
+def _candidates(schema, features: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(image columns, label columns) that could be meant: the `Image` / `ClassLabel` features
+    when recorded, else columns of the usual names (images: any binary or {bytes, path} column)."""
     names = schema.names
     typed = {n: (features.get(n) or {}).get("_type") for n in names}
     images = [n for n in names if typed[n] == "Image"]
@@ -71,15 +71,52 @@ def _columns(schema, features: dict[str, Any], where: Path) -> tuple[str, str]:
     ]
     images = images or [n for n in names if _is_image_type(schema.field(n).type)]
     labels = [n for n in names if typed[n] == "ClassLabel"]
-    labels = sorted(labels, key=lambda n: n not in LABEL_COLUMNS)
     labels = labels or [n for n in LABEL_COLUMNS if n in names]
-    if not images:
-        raise DataError(f"{str(where)!r}: no image column (a struct {{bytes, path}} or binary)")
-    if not labels:
+    return images, labels
+
+
+def _pick(
+    kind: str, candidates: list[str], chosen: str | None, names: list[str], where: Path
+) -> str:
+    """The column the option names, or the only candidate; several candidates and no option is
+    an error naming them (taking the first silently gave wrong labels, issue 23)."""
+    option = f"--{kind}-column"
+    if chosen is not None:
+        if chosen not in names:
+            raise DataError(
+                f"{option} {chosen!r} is not a column of {str(where)!r} (columns: {', '.join(names)})"
+            )
+        return chosen
+    if len(candidates) > 1:
         raise DataError(
-            f"{str(where)!r}: no label column (a ClassLabel feature or one of {', '.join(LABEL_COLUMNS)})"
+            f"{str(where)!r} has several {kind} columns ({', '.join(candidates)}); "
+            f"choose one with {option}"
         )
-    return images[0], labels[0]
+    if not candidates:
+        wanted = (
+            "a struct {bytes, path} or binary"
+            if kind == "image"
+            else f"a ClassLabel feature or one of {', '.join(LABEL_COLUMNS)}"
+        )
+        raise DataError(f"{str(where)!r}: no {kind} column ({wanted}); name it with {option}")
+    return candidates[0]
+
+
+def _columns(
+    schema,
+    features: dict[str, Any],
+    where: Path,
+    image_column: str | None = None,
+    label_column: str | None = None,
+) -> tuple[str, str, bool]:
+    """(image column, label column, chosen among several): the latter enters the fingerprint,
+    since features and stored labels depend on the columns."""
+    images, labels = _candidates(schema, features)
+    image = _pick("image", images, image_column, schema.names, where)
+    label = _pick("label", labels, label_column, schema.names, where)
+    if image == label:
+        raise DataError(f"{str(where)!r}: the image and label columns are both {image!r}")
+    return image, label, len(images) > 1 or len(labels) > 1
 
 
 def _split_files(path: Path, split: str) -> list[Path]:
@@ -99,16 +136,20 @@ def _split_files(path: Path, split: str) -> list[Path]:
     return chosen
 
 
-def parquet_source(path: Path, split: str):
-    """(sample ids, labels or label names, reader, class names or None, fingerprint) for one
-    split, in the shape of the other source builders (`data.sources`)."""
+def parquet_source(
+    path: Path, split: str, image_column: str | None = None, label_column: str | None = None
+):
+    """(sample ids, labels or label names, reader, class names or None, fingerprint, columns)
+    for one split, in the shape of the other source builders (`data.sources`) plus the
+    columns used (`{"image": ..., "label": ...}`), so the caller can say which."""
     pq = _pq()
     files = _split_files(path, split)
     root = path if path.is_dir() else path.parent
     ids: list[str] = []
     raw_labels: list[Any] = []
     locations: list[tuple[int, int, int]] = []
-    image_column = None
+    used: tuple[str, str] | None = None
+    several = False
     classnames: list[str] | None = None
     for f, file in enumerate(files):
         try:
@@ -116,10 +157,15 @@ def parquet_source(path: Path, split: str):
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
             raise DataError(f"cannot read Parquet file {str(file)!r}: {exc}") from None
         features = _features(parquet.schema_arrow)
-        image_col, label_col = _columns(parquet.schema_arrow, features, file)
-        if image_column not in (None, image_col):
-            raise DataError(f"{str(file)!r}: image column {image_col!r}, others {image_column!r}")
-        image_column = image_col
+        image_col, label_col, several_here = _columns(
+            parquet.schema_arrow, features, file, image_column, label_column
+        )
+        if used not in (None, (image_col, label_col)):
+            raise DataError(
+                f"{str(file)!r}: image/label columns {image_col!r}/{label_col!r}, "
+                f"others {used[0]!r}/{used[1]!r}"
+            )
+        used, several = (image_col, label_col), several or several_here
         names = (features.get(label_col) or {}).get("names")
         if names and classnames is None:
             classnames = [str(n) for n in names]
@@ -144,9 +190,13 @@ def parquet_source(path: Path, split: str):
         found = sorted(set(raw_labels))
     else:
         raw_labels = np.asarray(raw_labels, dtype=np.int64)
-    reader = ParquetReader([str(f) for f in files], image_column, locations)
-    fingerprint = value_hash([file_sha256(f) for f in files])
-    return ids, raw_labels, reader, found, fingerprint
+    assert used is not None  # _split_files returns at least one file
+    reader = ParquetReader([str(f) for f in files], used[0], locations)
+    hashes: list[Any] = [file_sha256(f) for f in files]
+    columns = {"image": used[0], "label": used[1]}
+    if several:  # unchanged when the columns were the only candidates: existing stores stay valid
+        hashes.append(columns)
+    return ids, raw_labels, reader, found, value_hash(hashes), columns
 
 
 @dataclass

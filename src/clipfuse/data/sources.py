@@ -75,20 +75,26 @@ def open_dataset(
     classnames: list[str] | str | None = None,
     templates: list[str] | str | None = None,
     limit: int | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> ImageDataset:
-    """Open one split of a source. `classnames`/`templates` may be lists or file paths."""
+    """Open one split of a source. `classnames`/`templates` may be lists or file paths;
+    `image_column`/`label_column` choose among a Parquet file's columns."""
     kind, path = parse_source(source)
-    builder = {
-        "imagefolder": _imagefolder,
-        "idx": _idx,
-        "csv": _csv,
-        "wds": _wds,
-        "parquet": _parquet,
-    }[kind]
     name = name or guess_name(str(path.resolve())) or path.name.split(".")[0]
-    items = builder(
-        path, split
-    )  # (sample_ids, labels or label names, reader, found classes, fingerprint)
+    columns = None
+    if kind == "parquet":
+        from clipfuse.data.parquet import parquet_source
+
+        *items, columns = parquet_source(path, split, image_column, label_column)
+    elif image_column is not None or label_column is not None:
+        raise DataError(
+            f"--image-column / --label-column apply to parquet: sources only, not {source!r}"
+        )
+    else:
+        builder = {"imagefolder": _imagefolder, "idx": _idx, "csv": _csv, "wds": _wds}[kind]
+        items = builder(path, split)
+    # (sample_ids, labels or label names, reader, found classes, fingerprint)
     sample_ids, raw_labels, reader, found_classes, fingerprint = items
     if not sample_ids:
         raise DataError(f"no images for split {split!r} in {source!r}")
@@ -105,6 +111,7 @@ def open_dataset(
         sample_ids=sample_ids,
         reader=reader,
         positions=np.arange(len(sample_ids), dtype=np.int64),
+        columns=columns,
     )
     return dataset.subset(limit)
 
@@ -196,9 +203,17 @@ def _imagefolder(path: Path, split: str):
         files = sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
         ids, classes = _split_members(files, split, path)
         reader = FileReader([str(path / m) for m in ids])
-        fingerprint = value_hash([(m, (path / m).stat().st_size) for m in files])
+        fingerprint = _images_fingerprint(path, files)
     found = sorted(set(classes))
     return ids, classes, reader, found, fingerprint
+
+
+def _images_fingerprint(path: Path, files: list[str]) -> str:
+    """Names and sizes of the image files only: a README, a classnames.txt or a `.DS_Store`
+    beside the images must not invalidate features extracted from them (issue 23). Folders of
+    images only hash as they always did, so existing stores stay valid."""
+    images = [m for m in files if Path(m).suffix.lower() in IMAGE_EXTS]
+    return value_hash([(m, (path / m).stat().st_size) for m in images])
 
 
 def _idx(path: Path, split: str):
@@ -269,12 +284,6 @@ def _wds(path: Path, split: str):
     reader = TarReader([str(s) for s in shards], [by_key[k][e] for k, e in zip(keys, image_ext)])
     fingerprint = value_hash([file_sha256(s) for s in shards])
     return keys, labels, reader, None, fingerprint
-
-
-def _parquet(path: Path, split: str):
-    from clipfuse.data.parquet import parquet_source
-
-    return parquet_source(path, split)
 
 
 def _wds_label(payload: bytes, key: str, shards: list[Path]) -> int:

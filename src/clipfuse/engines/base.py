@@ -43,7 +43,8 @@ class Engine(ABC):
         **kwargs: Any,
     ) -> ExtractionReport:
         """Write every missing shard of every backbone's entry; a complete store is a no-op.
-        ``options`` or its fields as keywords (``ExtractOptions.of``)."""
+        ``options`` or its fields as keywords (``ExtractOptions.of``); ``threads``: intra-op
+        CPU threads per encoder (None: the engine's default)."""
 
     @abstractmethod
     def map(self, fn: Callable[[Any, T], R], items: Sequence[T], shared: Any = None) -> list[R]:

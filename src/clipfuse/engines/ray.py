@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from clipfuse.backbones.backbone import Backbone
@@ -39,9 +38,11 @@ from clipfuse.extraction.decode_once import Perturbation
 from clipfuse.extraction.engine import (
     ExtractionPlan,
     ExtractionReport,
+    default_workers,
     plan_extraction,
 )
 from clipfuse.extraction.options import ExtractOptions
+from clipfuse.extraction.threads import default_threads
 from clipfuse.store import FeatureStore
 from clipfuse.store.entry import ShardReceipt
 
@@ -213,7 +214,9 @@ class RayEngine(Engine):
         if not plan.todo_shards:
             return plan.close()
         self.connect()
-        pipeline = self._pipeline(backbones, dataset, plan, batch_size, perturbation, store)
+        pipeline = self._pipeline(
+            backbones, dataset, plan, batch_size, perturbation, store, opts.threads
+        )
         desc = f"extract {dataset.name}/{dataset.split} (ray)"
         expected = {(b, s) for s, needs in plan.needs_by_shard.items() for b in needs}
         with (
@@ -238,6 +241,7 @@ class RayEngine(Engine):
         batch_size: int,
         perturbation: Perturbation | None,
         store: FeatureStore,
+        threads: int | None = None,
     ):
         ray = self.ray
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # no "progress bars disabled"
@@ -256,6 +260,7 @@ class RayEngine(Engine):
         shapes, decode_cpus = pool_shapes(
             backbones, float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
         )
+        local_threads = threads or default_threads(default_workers(backbones))
         ds = ray.data.from_items(chunks, override_num_blocks=len(chunks))
         ds = ds.map_batches(
             read_and_decode,
@@ -280,9 +285,10 @@ class RayEngine(Engine):
                     "needs_by_shard": plan.needs_by_shard,
                     "batch_size": batch_size,
                     "shard_size": plan.shard_size,
-                    # the driver's thread count: oneDNN's convolutions round differently with
-                    # another one (zoo:rn-tiny, 1 vs 2 threads: 3,339 of 4,096 float32 differ)
-                    "threads": torch.get_num_threads(),
+                    # the local engine's count unless told: oneDNN's convolutions round
+                    # differently with another one (zoo:rn-tiny, 1 vs 2 threads: 3,339 of 4,096
+                    # float32 differ), and shards must equal the local engine's
+                    "threads": local_threads,
                     "keep_images": b < len(backbones) - 1,
                     "store": store,
                     "entry_key": plan.entries[b].key,

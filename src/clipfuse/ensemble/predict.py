@@ -34,6 +34,7 @@ from clipfuse.extraction.decode_once import (
     reopen_reader,
 )
 from clipfuse.extraction.engine import default_workers, preprocess_key
+from clipfuse.extraction.threads import compute_threads
 
 if TYPE_CHECKING:
     from clipfuse.ensemble.saved import SavedEnsemble
@@ -271,22 +272,25 @@ def predict_dataset(
     top_k: int = 1,
     progress: bool = True,
     transductive: bool = False,
+    threads: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(predictions, failures): one record per readable image, one ``{"image", "kind",
     "error"}`` per unreadable one (the policy of `clipfuse.data.image_failures`)."""
     backbones = load_needed(ensemble, device) if backbones is None else backbones
     predictions: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
-    for positions, fused, batch_failures in fused_batches(
-        ensemble, dataset, backbones, batch_size=batch_size, num_workers=num_workers,
-        progress=progress, transductive=transductive,
-    ):  # fmt: skip
-        failures.extend(batch_failures)
-        if fused is None:
-            continue
-        records = fused.records(ensemble, top_k)
-        for position, record in zip(positions, records):
-            predictions.append({"image": dataset.sample_ids[position], **record})
+    workers = default_workers(list(backbones.values())) if num_workers is None else num_workers
+    with compute_threads(threads, workers):
+        for positions, fused, batch_failures in fused_batches(
+            ensemble, dataset, backbones, batch_size=batch_size, num_workers=workers,
+            progress=progress, transductive=transductive,
+        ):  # fmt: skip
+            failures.extend(batch_failures)
+            if fused is None:
+                continue
+            records = fused.records(ensemble, top_k)
+            for position, record in zip(positions, records):
+                predictions.append({"image": dataset.sample_ids[position], **record})
     return predictions, failures
 
 
@@ -300,9 +304,12 @@ def predict_images(
     top_k: int = 1,
     progress: bool = True,
     transductive: bool = False,
+    threads: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(predictions, failures) for image files and folders of them (`clipfuse predict`)."""
+    """(predictions, failures) for image files and folders of them (`clipfuse predict`).
+    ``threads``: the encoders' CPU threads, as in extraction (``extraction.threads``)."""
     return predict_dataset(
         ensemble, files_dataset(paths), device=device, batch_size=batch_size,
         num_workers=num_workers, top_k=top_k, progress=progress, transductive=transductive,
+        threads=threads,
     )  # fmt: skip

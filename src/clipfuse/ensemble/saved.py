@@ -259,13 +259,18 @@ class SavedEnsemble:
     def load_backbones(
         self, device: str = "cpu", precision: str = "fp32", only: list[int] | None = None
     ):
-        """The recorded backbones (or those at positions `only`), each checked against its fingerprint."""
+        """The recorded backbones (or those at positions `only`), each checked against its
+        fingerprint. Image towers only: the text classifiers are saved in the ensemble."""
         from clipfuse.backbones import load_backbone
 
         loaded = []
         for record in self.backbones if only is None else [self.backbones[b] for b in only]:
             backbone = load_backbone(
-                record["spec"], device=device, precision=precision, with_gflops=False
+                record["spec"],
+                device=device,
+                precision=precision,
+                with_gflops=False,
+                image_only=True,
             )
             if backbone.info.fingerprint != record["fingerprint"]:
                 raise ProvenanceMismatchError(

@@ -64,6 +64,7 @@ def robustness_study(
     batch_size: int = 64,
     num_workers: int | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Records of {perturbation, severity, method, accuracy (mean over seeds), std, drop}."""
     specs = [b.info.spec for b in backbones]
@@ -74,6 +75,7 @@ def robustness_study(
         batch_size=batch_size,
         num_workers=num_workers,
         progress=progress,
+        threads=threads,
     )
     clean = load_bundle(
         store,
@@ -113,6 +115,7 @@ def robustness_study(
             num_workers=num_workers,
             perturbation=perturbation,
             progress=progress,
+            threads=threads,
         )
         bundle = load_bundle(
             store,

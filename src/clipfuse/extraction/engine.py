@@ -31,6 +31,7 @@ from clipfuse.extraction.decode_once import (
     reopen_reader,
 )
 from clipfuse.extraction.options import DEFAULT_SHARD_SIZE, ExtractOptions
+from clipfuse.extraction.threads import compute_threads
 from clipfuse.store import EntryKey, FeatureStore, StoreEntry
 
 
@@ -47,6 +48,8 @@ class ExtractionReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     first_batch_seconds: float | None = None  # start-up: until the first encoded batch arrived
+    threads: int | None = None  # encoders' intra-op threads (None: nothing was encoded)
+    workers: int | None = None  # decode workers
 
     @property
     def images_per_second(self) -> float:
@@ -69,13 +72,20 @@ def entry_provenance(
     path are the same content (their hashes say so). Their absolute forms are recorded in the
     store's backbone-info and view-info records, so later steps can reload the model.
     """
-    info = backbone.info
+    return provenance_for(backbone.info.to_dict(), dataset, perturbation_key)
+
+
+def provenance_for(
+    info: dict[str, Any], dataset: ImageDataset, perturbation_key: str | None
+) -> dict[str, Any]:
+    """`entry_provenance` from a backbone's info record (`BackboneInfo.to_dict()`, as the store's
+    backbone-info holds it), so a finished entry can be checked without building the model."""
     return {
         "backbone": {
-            "fingerprint": info.fingerprint,
-            "weights_sha256": info.weights_sha256,
-            "preprocess": info.preprocess,
-            "embed_dim": info.embed_dim,
+            "fingerprint": info["fingerprint"],
+            "weights_sha256": info["weights_sha256"],
+            "preprocess": info["preprocess"],
+            "embed_dim": info["embed_dim"],
         },
         "dataset": {
             "name": dataset.name,
@@ -118,29 +128,34 @@ def extract(
 ) -> ExtractionReport:
     """Encode every image of `dataset` with every backbone; write what is missing to `store`.
 
-    ``options`` (an ExtractOptions) or its fields as keywords (``batch_size=``, ``perturbation=``
-    ...); the view written is named after the perturbation, if any."""
+    ``options`` (an ExtractOptions) or its fields as keywords (``batch_size=``, ``perturbation=``,
+    ``threads=`` ...); the view written is named after the perturbation, if any. ``threads``: the
+    encoders' intra-op CPU threads (default: the cores left beside the decode workers,
+    ``extraction.threads``), restored when the call returns."""
     opts = ExtractOptions.of(options, **kwargs)
     plan = plan_extraction(
         backbones, dataset, store, opts.shard_size, opts.feature_dtype, opts.perturbation_key
     )
     if not plan.todo_shards:
         return plan.close()
-    assembler = ShardAssembler(plan, backbones, dataset)
-    stream = encode_stream(
-        backbones,
-        dataset,
-        plan.positions,
-        plan.needs,
-        batch_size=opts.batch_size,
-        num_workers=opts.num_workers,
-        perturbation=opts.perturbation,
-        progress=opts.progress,
-        desc=f"extract {dataset.name}/{dataset.split}",
-    )
-    for ok_positions, encoded, batch_failures in stream:
-        assembler.add(ok_positions, encoded, batch_failures)
-    return assembler.close()
+    workers = default_workers(backbones) if opts.num_workers is None else opts.num_workers
+    with compute_threads(opts.threads, workers) as used:
+        plan.report.threads, plan.report.workers = used, workers
+        assembler = ShardAssembler(plan, backbones, dataset)
+        stream = encode_stream(
+            backbones,
+            dataset,
+            plan.positions,
+            plan.needs,
+            batch_size=opts.batch_size,
+            num_workers=workers,
+            perturbation=opts.perturbation,
+            progress=opts.progress,
+            desc=f"extract {dataset.name}/{dataset.split}",
+        )
+        for ok_positions, encoded, batch_failures in stream:
+            assembler.add(ok_positions, encoded, batch_failures)
+        return assembler.close()
 
 
 @dataclass
@@ -360,8 +375,16 @@ def _write_backbone_info(store: FeatureStore, backbone: Backbone) -> None:
     projections), so budgets and trade-off plots read the current figure."""
     existing = store.get_array_set("backbone-info", backbone.info.fingerprint)
     gflops = backbone.info.image_gflops
-    if existing is None or (gflops is not None and existing.metadata.get("image_gflops") != gflops):
-        store.put_array_set("backbone-info", backbone.info.fingerprint, {}, backbone.info.to_dict())
+    built = backbone.info.extra.get("built_from")
+    if (
+        existing is None
+        or (gflops is not None and existing.metadata.get("image_gflops") != gflops)
+        or (built and (existing.metadata.get("extra") or {}).get("built_from") != built)
+    ):  # the record also says what the backbone was built from (a no-op rerun reads it)
+        record = backbone.info.to_dict()
+        if gflops is None and existing is not None:  # loaded without counting: keep the count
+            record["image_gflops"] = existing.metadata.get("image_gflops")
+        store.put_array_set("backbone-info", backbone.info.fingerprint, {}, record)
 
 
 def _write_view_info(

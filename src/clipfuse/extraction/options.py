@@ -27,6 +27,7 @@ class ExtractOptions:
     perturbation: Perturbation | None = None
     feature_dtype: str = "float16"
     progress: bool = True
+    threads: int | None = None  # encoders' intra-op CPU threads (None: extraction.threads' default)
 
     @property
     def perturbation_key(self) -> str | None:

@@ -134,12 +134,42 @@ def resolve_view(
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
+        _raise_if_changed(store, views, dataset, perturbation_key)
         raise StoreError(
             f"no features for {dataset.source} split {dataset.split!r} in store {store.root}; run `clipfuse extract` first"
         )
     raise StoreError(
         f"several extractions of {dataset.split!r} in the store ({', '.join(candidates)}); pass --limit to choose"
     )
+
+
+def _raise_if_changed(
+    store: FeatureStore, views: list[str], dataset: ImageDataset, perturbation_key: str | None
+) -> None:
+    """The store holds this source and split with other contents: say the data changed (the
+    user did extract it) rather than asking for a first extraction."""
+    from clipfuse.data.sources import canonical_source
+
+    source = canonical_source(dataset.source)
+    for view in views:
+        meta = store.get_array_set("view-info", view)
+        m = meta.metadata if meta is not None else {}
+        if (
+            m.get("source") == source
+            and m.get("split") == dataset.split
+            and m.get("perturbation") == perturbation_key
+            and m.get("source_fingerprint") != dataset.source_fingerprint
+        ):
+            if m.get("columns") and m.get("columns") != dataset.columns:
+                raise ProvenanceMismatchError(
+                    f"{dataset.source} split {dataset.split!r} was extracted with columns "
+                    f"{m['columns']}, not {dataset.columns}; extract it with these columns"
+                )
+            then = m.get("num_samples")
+            raise ProvenanceMismatchError(
+                f"{dataset.source} split {dataset.split!r} changed since extraction (images added, "
+                f"removed or resized: {then} extracted, {len(dataset)} now); extract it again"
+            )
 
 
 def _load_classifier(store, fingerprint, classnames, templates, backbone_cache):

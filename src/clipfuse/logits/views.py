@@ -54,14 +54,24 @@ def open_view(
     name: str | None = None,
     classnames: str | Sequence[str] | None = None,
     templates: str | Sequence[str] | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> ViewBundle:
     """Fusion inputs of one extracted split: ``open_view("store/", "imagefolder:data", "test")``.
 
     ``backbones`` keeps only those (spec, name or fingerprint); ``limit`` picks the same
-    class-balanced subset as ``extract --limit``. Nothing is extracted here.
+    class-balanced subset as ``extract --limit``; ``image_column``/``label_column`` choose a
+    Parquet source's columns. Nothing is extracted here.
     """
     dataset = open_dataset(
-        source, split, name=name, classnames=classnames, templates=templates, limit=limit
+        source,
+        split,
+        name=name,
+        classnames=classnames,
+        templates=templates,
+        limit=limit,
+        image_column=image_column,
+        label_column=label_column,
     )
     return bundle_for(as_store(store), dataset, backbones)
 
@@ -76,12 +86,17 @@ def load_views(
     name: str | None = None,
     device: str = "cpu",
     batch_size: int = 64,
-    progress: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
 ) -> ViewBundle | tuple[ViewBundle, ...]:
     """Extract what is missing, then open the views: one bundle per split (one for a str).
 
     ``backbones`` are specs (``zoo:rn-tiny``, ``ViT-B-32:openai``, ...); the store is created if
-    needed. Interrupting keeps every finished shard; calling again resumes.
+    needed. Interrupting keeps every finished shard; calling again resumes. Extraction shows a
+    progress bar (images/s, ETA) unless ``progress=False``; ``threads`` is the encoders' CPU
+    threads (default: the cores beside the decode workers, `clipfuse.extraction.threads`).
     """
     from clipfuse.backbones import load_backbone
     from clipfuse.extraction import extract
@@ -90,12 +105,20 @@ def load_views(
         raise ClipfuseError("load_views needs at least one backbone spec")
     feature_store = as_store(store, create=True)
     names = [splits] if isinstance(splits, str) else list(splits)
-    datasets = [open_dataset(source, s, name=name, limit=limit) for s in names]
+    columns = dict(image_column=image_column, label_column=label_column)
+    datasets = [open_dataset(source, s, name=name, limit=limit, **columns) for s in names]
     loaded = None
     for dataset in datasets:
         if not _extracted(feature_store, dataset, backbones):
             loaded = loaded or [load_backbone(b, device=device) for b in backbones]
-            extract(loaded, dataset, feature_store, batch_size=batch_size, progress=progress)
+            extract(
+                loaded,
+                dataset,
+                feature_store,
+                batch_size=batch_size,
+                progress=progress,
+                threads=threads,
+            )
     bundles = tuple(bundle_for(feature_store, d, backbones) for d in datasets)
     return bundles[0] if isinstance(splits, str) else bundles
 
