@@ -167,6 +167,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--classnames", default=None)
     p.add_argument("--templates", default=None)
     p.add_argument("--name", default=None)
+    p.add_argument("--image-column", default=None, help="parquet: the column of encoded images")
+    p.add_argument("--label-column", default=None, help="parquet: the column of labels")
     p.add_argument("--store", required=True)
     p.add_argument("--backbone", action="append", default=None)
     p.add_argument("--cka", default="auto", choices=["auto", "exact", "minibatch"])
