@@ -160,7 +160,7 @@ class SafeMix(ShrunkMix):
         self.fallback_ = meta["fallback"]
 
 
-@register_combiner(groups=("fusion", "recommended"))
+@register_combiner(groups=("fusion",))
 class SafeConfMix(SafeMix, ConfidenceMix):
     """The safety rule of ``safe_mix`` around ``conf_mix`` (the shrunk mix with a confidence prior).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from clipfuse.cascade.costs import cost_info
@@ -57,6 +58,19 @@ def _cost_info(combiner, test: ViewBundle) -> dict[str, Any]:
     return info
 
 
+def _correct(combiner, test: ViewBundle) -> np.ndarray:
+    """(N,) bool: which evaluation images the fitted combiner gets right, predicted in chunks
+    like ``Combiner.score`` (transductive combiners see the whole set at once)."""
+    n = test.labels.numel()
+    chunk = n if combiner.transductive else PREDICT_CHUNK
+    parts = []
+    for start in range(0, n, chunk):
+        sl = slice(start, min(n, start + chunk))
+        pred = combiner.predict([f[sl] for f in test.features], test.logits[:, sl]).cpu()
+        parts.append((pred == test.labels[sl].cpu()).numpy())
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+
+
 def evaluate_methods(
     train: ViewBundle,
     test: ViewBundle,
@@ -84,6 +98,10 @@ def evaluate_methods(
     singles = {
         name: topk_accuracy(test.logits[b], test.labels) for b, name in enumerate(test.names)
     }
+    single_correct = {
+        name: (test.logits[b].argmax(-1) == test.labels).numpy()
+        for b, name in enumerate(test.names)
+    }
     result = EvaluationResult(
         dataset=dataset,
         train_view=train.view,
@@ -94,6 +112,7 @@ def evaluate_methods(
         records=[],
         draws=[],
         test_labels=test.labels,
+        single_correct=single_correct,
         config={
             "methods": methods,
             "budgets": [{"shots": s, "fraction": f} for s, f in budgets],
@@ -133,7 +152,8 @@ def evaluate_methods(
                 combiner.fit(*fit_args)
                 fit_s = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                top1 = combiner.score(test.features, test.logits, test.labels)
+                correct = _correct(combiner, test)
+                top1 = float(correct.mean())
                 predict_s = time.perf_counter() - t0
                 chosen_b = combiner.chosen_backbone()
                 info = {} if chosen_b is None else {"chosen": test.names[chosen_b]}
@@ -154,6 +174,7 @@ def evaluate_methods(
                         fit_s,
                         predict_s,
                         info,
+                        correct,
                     )
                 )
                 bar.update(1)
