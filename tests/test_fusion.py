@@ -173,7 +173,8 @@ def test_fit_defaults_to_recommended_and_semi_records_unlabelled(fusion_bed, tmp
     assert main(["fit", *common, "--out", str(tmp_path / "rec.safetensors")]) == 0
     rec = SavedEnsemble.load(tmp_path / "rec.safetensors")
     assert rec.combiner.name == RECOMMENDED
-    assert rec.combiner.fit_notes()["auto_choice"] in rec.combiner.candidates  # saved with it
+    auto = rec.combiner  # its choice is saved with it
+    assert auto.fit_notes()["auto_choice"] in {*auto.candidates, auto.one_shot_heads}
     from clipfuse.ensemble.predict import predict_images
 
     one = sorted((fusion_bed.folder / "test").rglob("*.jpg"))[0]  # inductive: a single new image
