@@ -7,7 +7,8 @@ rule of issue 21 is chosen here and nowhere else. Per method and budget it print
   evaluation images) and the worst seed >= reference - 0.5;
 - mean gain vs the reference (points), the worst cell, the mean share of the oracle gap;
 - regret: points below the best method of this run on each task (hindsight), mean and worst.
-A method is a registered name, optionally with parameters as JSON: ``'auto{"margin": 0}'``.
+A method is a registered name, optionally with parameters as JSON: ``'auto{"margin": 0}'``, and
+optionally ``@1+4`` to run it at those shots only.
 Results are cached per (task, method spec, shots, seeds) under ``--cache``, so adding a method
 to a table reruns only that method.
 
@@ -59,7 +60,11 @@ def split_specs(text: str) -> list[str]:
 
 
 def run_cell(task, spec: str, shots: list[int], seeds: list[int], store: str, cache: Path):
-    """Rows of one (task, method spec): per budget mean/worst vs reference, per-seed records."""
+    """Rows of one (task, method spec): per budget mean/worst vs reference, per-seed records.
+    ``spec@1+4`` runs that spec at 1 and 4 shots only."""
+    spec, at, only = spec.partition("@")
+    if at:
+        shots = [int(k) for k in only.split("+")]
     key = hashlib.sha256(json.dumps([task.label, spec, shots, seeds]).encode()).hexdigest()[:16]
     path = cache / f"{task.label.replace('/', '_')}-{key}.json"
     if path.is_file():
@@ -106,21 +111,23 @@ def run_cell(task, spec: str, shots: list[int], seeds: list[int], store: str, ca
     return out
 
 
+def _row_of(cell: dict, budget: str) -> dict | None:
+    return next((r for r in cell["rows"] if r["budget"] == budget), None)
+
+
 def aggregate(cells: dict[tuple[str, str], dict], specs: list[str], budgets: list[str]):
-    """Per (spec, budget): held cells, mean/worst gain, oracle share, regret (mean, worst)."""
-    tasks = sorted({t for t, _ in cells}, key=[t.label for t in TASKS].index)
+    """Per (spec, budget): held cells, mean/worst gain, oracle share, regret (mean, worst).
+    A spec run at fewer budgets (``--shots 1``) appears only at those."""
+    order = [t.label for t in TASKS]
+    tasks = sorted({t for t, _ in cells}, key=order.index)
     table = []
     for budget in budgets:
-        best = {}
-        for t in tasks:
-            best[t] = max(
-                next(r["top1_mean"] for r in cells[(t, s)]["rows"] if r["budget"] == budget)
-                for s in specs
-            )
-        for s in specs:
+        ran = [s for s in specs if all(_row_of(cells[(t, s)], budget) for t in tasks)]
+        best = {t: max(_row_of(cells[(t, s)], budget)["top1_mean"] for s in ran) for t in tasks}
+        for s in ran:
             gains, worsts, shares, regrets, held = [], [], [], [], 0
             for t in tasks:
-                r = next(r for r in cells[(t, s)]["rows"] if r["budget"] == budget)
+                r = _row_of(cells[(t, s)], budget)
                 gains.append(r["gain_vs_reference_points"])
                 worsts.append(r["worst_vs_reference_points"])
                 shares.append(r["oracle_gap_share_pct"] or 0.0)
@@ -161,7 +168,9 @@ def main() -> None:
             print(f"{task.label:28s} {spec:40s} ref {cell['reference']:.1f} " + " ".join(
                 f"{r['budget']}:{r['gain_vs_reference_points']:+.2f}" for r in cell["rows"]
             ) + f" ({cell['wall_s']:.0f}s)", flush=True)  # fmt: skip
-    budgets = [r["budget"] for r in next(iter(cells.values()))["rows"]]
+    budgets = sorted(
+        {r["budget"] for c in cells.values() for r in c["rows"]}, key=lambda b: int(b.split("-")[0])
+    )
     print("\n## tasks: reference (best backbone on the evaluation images), oracle")
     for task in tasks:
         cell = cells[(task.label, specs[0])]

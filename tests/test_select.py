@@ -110,3 +110,11 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> 
     assert lo < mean < hi
     lo2, hi2 = bootstrap_interval(large)
     assert hi2 - lo2 < (hi - lo) / 2
+
+
+def test_auto_cross_validates_on_a_class_subset_when_classes_are_many() -> None:
+    (feats, logits, y), (test_f, test_z, test_y) = _useless_zero_shot(6)
+    auto = make_combiner("auto", **FAST, max_cv_classes=2).fit(feats, logits, y)
+    assert auto.fit_notes()["auto_cv_classes"] == 2
+    assert auto.choice_ == "tipf_super_learner"  # the subset tells the same story
+    assert auto.predict(test_f, test_z).shape == test_y.shape  # the choice is fitted on all 4

@@ -11,7 +11,8 @@ evidence on the user's own hold-out:
   per class)) of every candidate, each refitted inside every fold on that fold's training rows
   (plus the unlabelled images, y == -1, for candidates that declare ``uses_unlabelled``); the
   fold's held-out rows are never given to the fit, labelled or not, so choosing cannot leak.
-  The candidate with the highest cross-validated accuracy wins (ties: lower NLL), but the safe
+  More than ``max_cv_classes`` classes: the CV runs on a seeded subset of that many classes (cost
+  flat in C). The candidate with the highest cross-validated accuracy wins (ties: lower NLL), but the safe
   default (``fallback``) is kept unless the winner beats it by more than ``margin`` points.
 - A class has a single label (1 shot): no fold can hold a row out and still know that class, so
   the rule uses signals no cross-validation is needed for. The zero-shot logits learned nothing
@@ -96,6 +97,7 @@ class AutoSelect(Combiner):
         one_shot_threshold: float = 2.0,
         folds: int = 3,
         margin: float = 1.0,
+        max_cv_classes: int = 100,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -106,6 +108,7 @@ class AutoSelect(Combiner):
         self.one_shot_threshold = one_shot_threshold
         self.folds = folds
         self.margin = margin
+        self.max_cv_classes = max_cv_classes
         self.seed = seed
 
     def _validate_params(self) -> None:
@@ -115,6 +118,8 @@ class AutoSelect(Combiner):
             raise FitError(f"auto: fallback {self.fallback!r} must be one of the candidates")
         if int(self.folds) < 2:
             raise FitError(f"auto: folds must be >= 2; got {self.folds}")
+        if int(self.max_cv_classes) < 2:
+            raise FitError(f"auto: max_cv_classes must be >= 2; got {self.max_cv_classes}")
         for name in {*self.candidates, self.one_shot_heads}:
             if name == self.name:
                 raise FitError("auto cannot be its own candidate")
@@ -138,7 +143,27 @@ class AutoSelect(Combiner):
         model.fit([f[rows] for f in feats] if model.uses_features else None, z[:, rows], y[rows])
         return model
 
+    def _class_subset(self, feats, z, y):
+        """The CV problem: at most ``max_cv_classes`` classes (seeded), their labelled rows and
+        the unlabelled rows the mean zero-shot assigns to them, labels renumbered. Choosing a
+        pipeline on a random subset of classes keeps CV's cost flat in C (1,000 classes x 9
+        backbones fit in the fit-time target) while every candidate sees the same kind of task."""
+        c = z.shape[2]
+        if c <= int(self.max_cv_classes):
+            return feats, z, y
+        gen = torch.Generator().manual_seed(int(self.seed))
+        keep = torch.randperm(c, generator=gen)[: int(self.max_cv_classes)].sort().values
+        keep = keep.to(z.device)
+        new_id = torch.full((c,), -2, dtype=torch.long, device=z.device)
+        new_id[keep] = torch.arange(keep.numel(), device=z.device)
+        guess = new_id[z.mean(0).argmax(-1)]
+        y_sub = torch.where(y >= 0, new_id[y.clamp(min=0)], torch.where(guess >= 0, -1, -2))
+        rows = torch.nonzero(y_sub >= -1).flatten()
+        self.cv_classes_ = int(keep.numel())
+        return [f[rows] for f in feats], z[:, rows][:, :, keep], y_sub[rows]
+
     def _cross_validate(self, feats, z, y, k: int) -> dict[str, dict[str, float]]:
+        feats, z, y = self._class_subset(feats, z, y)
         labelled = torch.nonzero(y >= 0).flatten()
         fold = stratified_folds(y[labelled], k, int(self.seed))
         scores: dict[str, dict[str, float]] = {}
@@ -164,6 +189,7 @@ class AutoSelect(Combiner):
         self.dropped_: dict[str, str] = {}
         self.scores_: dict[str, dict[str, float]] = {}
         self.signals_ = zero_shot_signals(z, y)
+        self.cv_classes_ = c
         fewest = int(torch.bincount(y[y >= 0], minlength=c).min())
         if fewest >= 2:
             self.rule_ = f"cv ({min(int(self.folds), fewest)}-fold, nested)"
@@ -215,6 +241,8 @@ class AutoSelect(Combiner):
             }
         if self.dropped_:
             notes["auto_dropped"] = dict(self.dropped_)
+        if self.scores_ and self.cv_classes_ < self.num_classes_:
+            notes["auto_cv_classes"] = self.cv_classes_
         inner = self.chosen_model_.fit_notes()
         notes.update({k: v for k, v in inner.items() if k not in notes})
         return notes
@@ -227,6 +255,7 @@ class AutoSelect(Combiner):
             "scores": self.scores_,
             "signals": self.signals_,
             "dropped": self.dropped_,
+            "cv_classes": self.cv_classes_,
             "chosen": self.chosen_model_.config(),
         }
         tensors = {f"chosen.{k}": v for k, v in self.chosen_model_.state_dict().items()}
@@ -236,5 +265,6 @@ class AutoSelect(Combiner):
         self.choice_, self.rule_ = meta["choice"], meta["rule"]
         self.scores_, self.signals_ = dict(meta["scores"]), dict(meta["signals"])
         self.dropped_ = dict(meta["dropped"])
+        self.cv_classes_ = int(meta["cv_classes"])
         inner = {k[len("chosen.") :]: v for k, v in tensors.items() if k.startswith("chosen.")}
         self.chosen_model_ = combiner_from_state(meta["chosen"], inner, device=self.device)
