@@ -18,8 +18,8 @@ evidence on the user's own hold-out:
   the rule uses signals no cross-validation is needed for. The zero-shot logits learned nothing
   from the labels, so their accuracy on the labelled rows is an honest estimate; with the
   backbones' agreement on the unlabelled images (near 1/C when the text classifier means
-  nothing) it says whether zero-shot is worth keeping. Zero-shot too weak -> ``one_shot_heads``
-  (a head pipeline), else ``fallback``.
+  nothing) it says whether zero-shot is worth keeping. Zero-shot below ``one_shot_threshold`` x
+  chance (``one_shot_bar``) -> ``one_shot_heads`` (a head pipeline), else ``one_shot_strong``.
 Then the chosen candidate is fitted on all rows. Prediction is that candidate's, so it stays
 inductive (one image at a time gives the same answer). The choice, every candidate's CV scores
 and the signals are in ``fit_notes()`` (results tables, saved ensembles). A candidate that fails
@@ -74,6 +74,13 @@ def zero_shot_signals(z: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     }
 
 
+def one_shot_bar(threshold: float, chance: float) -> float:
+    """Zero-shot accuracy below which 1-shot ``auto`` prefers heads: ``threshold`` x chance, but
+    never above a third of the way from chance to perfect (with 4 classes, 4 x chance would be
+    100 %). At 10 classes (the suite's) both are 40 %."""
+    return min(threshold * chance, chance + (1.0 - chance) / 3.0)
+
+
 @register_combiner(groups=("fusion", "recommended"))
 class AutoSelect(Combiner):
     """Chooses among registered pipelines by nested CV (>= 2 labels per class) or by zero-shot
@@ -94,7 +101,8 @@ class AutoSelect(Combiner):
         candidates: tuple[str, ...] | list[str] = DEFAULT_CANDIDATES,
         fallback: str = "safe_conf_mix",
         one_shot_heads: str = "lp_super_learner",
-        one_shot_threshold: float = 2.0,
+        one_shot_strong: str = "safe_conf_mix",
+        one_shot_threshold: float = 4.0,
         folds: int = 3,
         margin: float = 1.0,
         max_cv_classes: int = 100,
@@ -105,6 +113,7 @@ class AutoSelect(Combiner):
         self.candidates = candidates
         self.fallback = fallback
         self.one_shot_heads = one_shot_heads
+        self.one_shot_strong = one_shot_strong
         self.one_shot_threshold = one_shot_threshold
         self.folds = folds
         self.margin = margin
@@ -120,7 +129,7 @@ class AutoSelect(Combiner):
             raise FitError(f"auto: folds must be >= 2; got {self.folds}")
         if int(self.max_cv_classes) < 2:
             raise FitError(f"auto: max_cv_classes must be >= 2; got {self.max_cv_classes}")
-        for name in {*self.candidates, self.one_shot_heads}:
+        for name in {*self.candidates, self.one_shot_heads, self.one_shot_strong}:
             if name == self.name:
                 raise FitError("auto cannot be its own candidate")
             self._build(name)  # unknown names fail here, before any work
@@ -198,8 +207,8 @@ class AutoSelect(Combiner):
         else:
             self.rule_ = "one-shot (a class has 1 label: zero-shot evidence, no CV)"
             s = self.signals_
-            weak = s["zs_acc_labelled"] < float(self.one_shot_threshold) * s["chance"]
-            self.choice_ = self.one_shot_heads if weak else self.fallback
+            weak = s["zs_acc_labelled"] < one_shot_bar(float(self.one_shot_threshold), s["chance"])
+            self.choice_ = self.one_shot_heads if weak else self.one_shot_strong
         everything = torch.arange(y.numel(), device=y.device)
         try:
             model = self._fit_on(self.choice_, features, z, y, everything[y >= 0])
