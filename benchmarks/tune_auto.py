@@ -31,9 +31,12 @@ def per_seed(cell: dict) -> dict[tuple[str, int], dict]:
     return {(r["budget"], r["seed"]): r for r in cell["records"]}
 
 
-def choose_cv(cv: dict, margin: float, fallback: str = "safe_conf_mix") -> str:
-    best = max(cv, key=lambda n: (cv[n]["cv_acc"], -cv[n]["cv_nll"]))
-    return fallback if cv[best]["cv_acc"] <= cv[fallback]["cv_acc"] + margin else best
+def choose_cv(cv: dict, margin: float, n: int = 1, examples: int = 0) -> str:
+    """auto's CV rule: the winner must beat safe_conf_mix by more than ``margin`` points and by
+    more than ``examples`` held-out rows (of ``n``)."""
+    from clipfuse.combiners.select import choose_by_cv
+
+    return choose_by_cv(cv, "safe_conf_mix", margin, examples, n)
 
 
 def choose_one_shot(signals: dict, threshold: float, heads: str, strong: str) -> str:
@@ -104,22 +107,25 @@ def main() -> None:
     print("| rule | budget | cells held | mean gain | worst cell |\n|---|---|---|---|---|")
     heads_ = ("lp_super_learner", "tipf_super_learner", "zs_probe")
     strong_ = ("safe_conf_mix", "zs_probe", "tipf_super_learner", "nlc_learn")
-    variants = [(m, 2.0, "lp_super_learner", "safe_conf_mix") for m in (0.0, 0.5, 1.0, 2.0, 3.0)]
-    variants += [(1.0, t, h, s) for t in (1.5, 2.0, 3.0, 4.0) for h in heads_ for s in strong_]
-    variants += [(1.0, -a, "lp_super_learner", "safe_conf_mix") for a in (2, 3, 4, 5, 6, 7)]
-    for margin, threshold, heads, strong in variants:
+    variants = [(m, 0, 4.0, "lp_super_learner", "safe_conf_mix") for m in (0.0, 1.0, 2.0, 3.0)]
+    variants += [(1.0, e, 4.0, "lp_super_learner", "safe_conf_mix") for e in (1, 2, 3, 4)]
+    variants += [(1.0, 2, t, h, s) for t in (1.5, 2.0, 3.0, 4.0) for h in heads_ for s in strong_]
+    variants += [(1.0, 2, -a, "lp_super_learner", "safe_conf_mix") for a in (2, 3, 4, 5, 6, 7)]
+    for margin, examples, threshold, heads, strong in variants:
         tops: dict[tuple[str, str], list[float]] = {}
         for task, recs in autos.items():
             for (budget, seed), rec in recs.items():
                 info = rec["info"]
                 if "auto_cv" in info:
-                    choice = choose_cv(info["auto_cv"], margin)
+                    n = 10 * int(budget.split("-")[0])
+                    choice = choose_cv(info["auto_cv"], margin, n, examples)
                 else:
                     choice = choose_one_shot(info["auto_signals"], threshold, heads, strong)
                 top1 = cells[(task, choice)][(budget, seed)]["top1"]
                 tops.setdefault((task, budget), []).append(top1)
         signal = f"agreement below {-threshold}x" if threshold < 0 else f"zs below {threshold}x"
-        name = f"margin {margin}; 1 shot: {heads} if {signal} chance, else {strong}"
+        name = (f"margin {margin} pts and > {examples} rows; 1 shot: {heads} if {signal} chance, "
+                f"else {strong}")  # fmt: skip
         summarise(name, tops, refs)
 
 

@@ -13,7 +13,8 @@ evidence on the user's own hold-out:
   fold's held-out rows are never given to the fit, labelled or not, so choosing cannot leak.
   More than ``max_cv_classes`` classes: the CV runs on a seeded subset of that many classes (cost
   flat in C). The candidate with the highest cross-validated accuracy wins (ties: lower NLL), but the safe
-  default (``fallback``) is kept unless the winner beats it by more than ``margin`` points.
+  default (``fallback``) is kept unless the winner beats it by more than ``margin`` points and
+  by more than ``margin_rows`` held-out rows (``choose_by_cv``).
 - A class has a single label (1 shot): no fold can hold a row out and still know that class, so
   the rule uses signals no cross-validation is needed for. The zero-shot logits learned nothing
   from the labels, so their accuracy on the labelled rows is an honest estimate; with the
@@ -74,6 +75,22 @@ def zero_shot_signals(z: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     }
 
 
+def choose_by_cv(
+    scores: dict[str, dict[str, float]], fallback: str, margin: float, examples: int, n: int
+) -> str:
+    """The CV winner (highest accuracy, ties: lower NLL), unless it beats ``fallback`` by no more
+    than ``margin`` points or no more than ``examples`` of the ``n`` held-out rows (at 4 shots x
+    10 classes one row is 2.5 points: one lucky row must not switch pipelines)."""
+    if not scores:
+        return fallback
+    best = max(scores, key=lambda k: (scores[k]["cv_acc"], -scores[k]["cv_nll"]))
+    safe = scores.get(fallback)
+    if safe is None:
+        return best
+    need = max(float(margin), 100.0 * int(examples) / max(int(n), 1))
+    return fallback if scores[best]["cv_acc"] <= safe["cv_acc"] + need else best
+
+
 def one_shot_bar(threshold: float, chance: float) -> float:
     """Zero-shot accuracy below which 1-shot ``auto`` prefers heads: ``threshold`` x chance, but
     never above a third of the way from chance to perfect (with 4 classes, 4 x chance would be
@@ -105,6 +122,7 @@ class AutoSelect(Combiner):
         one_shot_threshold: float = 4.0,
         folds: int = 3,
         margin: float = 1.0,
+        margin_rows: int = 1,
         max_cv_classes: int = 100,
         seed: int = 0,
         device: str = "cpu",
@@ -117,6 +135,7 @@ class AutoSelect(Combiner):
         self.one_shot_threshold = one_shot_threshold
         self.folds = folds
         self.margin = margin
+        self.margin_rows = margin_rows
         self.max_cv_classes = max_cv_classes
         self.seed = seed
 
@@ -189,6 +208,7 @@ class AutoSelect(Combiner):
                 self.dropped_[name] = str(exc)
                 continue
             n = labelled.numel()
+            self.cv_rows_ = int(n)
             scores[name] = {"cv_acc": 100 * correct / n, "cv_nll": nll / n}
         return scores
 
@@ -198,12 +218,18 @@ class AutoSelect(Combiner):
         self.dropped_: dict[str, str] = {}
         self.scores_: dict[str, dict[str, float]] = {}
         self.signals_ = zero_shot_signals(z, y)
-        self.cv_classes_ = c
+        self.cv_classes_, self.cv_rows_ = c, 0
         fewest = int(torch.bincount(y[y >= 0], minlength=c).min())
         if fewest >= 2:
             self.rule_ = f"cv ({min(int(self.folds), fewest)}-fold, nested)"
             self.scores_ = self._cross_validate(features, z, y, min(int(self.folds), fewest))
-            self.choice_ = self._choose(self.scores_)
+            self.choice_ = choose_by_cv(
+                self.scores_,
+                self.fallback,
+                float(self.margin),
+                int(self.margin_rows),
+                self.cv_rows_,
+            )
         else:
             self.rule_ = "one-shot (a class has 1 label: zero-shot evidence, no CV)"
             s = self.signals_
@@ -219,15 +245,6 @@ class AutoSelect(Combiner):
             self.choice_ = self.fallback
             model = self._fit_on(self.choice_, features, z, y, everything[y >= 0])
         self.chosen_model_ = model
-
-    def _choose(self, scores: dict[str, dict[str, float]]) -> str:
-        if not scores:
-            return self.fallback
-        best = max(scores, key=lambda n: (scores[n]["cv_acc"], -scores[n]["cv_nll"]))
-        safe = scores.get(self.fallback)
-        if safe is not None and scores[best]["cv_acc"] <= safe["cv_acc"] + float(self.margin):
-            return self.fallback
-        return best
 
     def _predict_logits(self, features: list[torch.Tensor] | None, z: torch.Tensor) -> torch.Tensor:
         model = self.chosen_model_
