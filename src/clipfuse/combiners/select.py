@@ -123,7 +123,7 @@ class AutoSelect(Combiner):
         folds: int = 3,
         margin: float = 1.0,
         margin_rows: int = 1,
-        max_cv_classes: int = 100,
+        max_cv_classes: int = 30,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
