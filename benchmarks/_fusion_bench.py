@@ -10,21 +10,29 @@ from typing import Any
 FIT_TIME_DIMS = (1024, 512, 640, 768, 1024, 512, 512, 768, 768)
 
 
-def time_fits(names: list[str]) -> None:
-    """Fit each combiner once on issue 11's fit-time world and print its wall time."""
+def time_fits(
+    names: list[str], shots: int = 1, num_classes: int = 1000, num_backbones: int = 9
+) -> None:
+    """Fit each combiner once on a synthetic fit-time world (default: issue 11's, 1,000 classes
+    x 9 backbones x 1 shot; issue 21 adds 16 shots, and 10 classes x 4 backbones) and print
+    its wall time."""
     from synthetic import SyntheticWorld  # tests/synthetic.py
 
     from clipfuse.combiners import make_combiner
 
     world = SyntheticWorld(
-        num_backbones=9, num_classes=1000, feature_dims=FIT_TIME_DIMS, competent_margin=0.1, seed=0
-    )
-    train = world.sample(1, seed=0)
+        num_backbones=num_backbones, num_classes=num_classes,
+        feature_dims=FIT_TIME_DIMS[:num_backbones], competent_margin=0.1, seed=0,
+    )  # fmt: skip
+    train = world.sample(shots, seed=0)
     for name in names:
         start = time.perf_counter()
-        make_combiner(name).fit(train.features, train.logits, train.y)
+        model = make_combiner(name).fit(train.features, train.logits, train.y)
         elapsed = time.perf_counter() - start
-        print(f"fit {name} at 1,000 classes x 9 backbones x 1 shot: {elapsed:.2f} s", flush=True)
+        notes = model.fit_notes()
+        extra = f" (chose {notes['auto_choice']})" if "auto_choice" in notes else ""
+        print(f"fit {name} at {num_classes:,} classes x {num_backbones} backbones x {shots} shot: "
+              f"{elapsed:.2f} s{extra}", flush=True)  # fmt: skip
 
 
 def demo_table(

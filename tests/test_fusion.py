@@ -26,8 +26,8 @@ def data():
 
 
 def test_recommended_is_registered_and_the_recommended_group() -> None:
-    assert expand_methods(["recommended"]) == [RECOMMENDED] == ["safe_conf_mix"]
-    assert make_combiner(RECOMMENDED).uses_unlabelled is True  # its prior reads unlabelled images
+    assert expand_methods(["recommended"]) == [RECOMMENDED] == ["auto"]
+    assert make_combiner(RECOMMENDED).uses_unlabelled is True  # its signals read unlabelled images
 
 
 def _confidence_world(seed: int = 0):
@@ -173,6 +173,8 @@ def test_fit_defaults_to_recommended_and_semi_records_unlabelled(fusion_bed, tmp
     assert main(["fit", *common, "--out", str(tmp_path / "rec.safetensors")]) == 0
     rec = SavedEnsemble.load(tmp_path / "rec.safetensors")
     assert rec.combiner.name == RECOMMENDED
+    auto = rec.combiner  # its choice is saved with it
+    assert auto.fit_notes()["auto_choice"] in {*auto.candidates, auto.one_shot_heads}
     from clipfuse.ensemble.predict import predict_images
 
     one = sorted((fusion_bed.folder / "test").rglob("*.jpg"))[0]  # inductive: a single new image
@@ -201,8 +203,8 @@ def test_evaluate_recommended_reports_reference_gap_and_unlabelled(fusion_bed, t
         for r in json.loads((out / "results.json").read_text())["summary"]
         if r["kind"] == "method"
     }
-    assert set(rows) == {"safe_conf_mix", "semi_mix"}
-    assert rows["semi_mix"]["unlabelled"] == rows["safe_conf_mix"]["unlabelled"] == 190
+    assert set(rows) == {"auto", "semi_mix"}
+    assert rows["semi_mix"]["unlabelled"] == rows["auto"]["unlabelled"] == 190
     assert all(r["gain_vs_reference_points"] is not None for r in rows.values())
     for r in rows.values():  # the worst seed's gain vs the reference is the worst seed's top-1
         assert r["worst_vs_reference_points"] <= r["gain_vs_reference_points"]
@@ -216,9 +218,9 @@ def test_evaluate_recommended_reports_reference_gap_and_unlabelled(fusion_bed, t
     assert {r["method"] for r in report_rows if "gain_vs_reference" in r} == set(rows)
     records = json.loads((out / "results.json").read_text())["records"]
     assert all(
-        "choice" in r["info"] and "prior" in r["info"]
+        "auto_choice" in r["info"] and "auto_signals" in r["info"]
         for r in records
-        if r["method"] == "safe_conf_mix"
+        if r["method"] == "auto"
     )
     md = (out / "results.md").read_text()
     assert "vs reference (pts)" in md and "oracle gap captured (%)" in md

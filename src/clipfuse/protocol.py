@@ -74,9 +74,24 @@ def fit_on_draw(
 
 def score_on(combiner: Combiner, test: ViewBundle) -> tuple[float, float]:
     """(top-1 on ``test``, seconds): chunked rows, a transductive combiner on the whole set."""
+    correct, seconds = correct_on(combiner, test)
+    return float(correct.mean()) if correct.size else 0.0, seconds
+
+
+def correct_on(combiner: Combiner, test: ViewBundle) -> tuple[np.ndarray, float]:
+    """((N,) bool: which evaluation images the fitted combiner gets right, seconds), predicted in
+    chunks like ``Combiner.score`` (a transductive combiner sees the whole set at once); the
+    per-image vector is what the bootstrap interval over evaluation images resamples."""
     start = time.perf_counter()
-    top1 = combiner.score(test.features, test.logits, test.labels)
-    return top1, time.perf_counter() - start
+    n = test.labels.numel()
+    chunk = n if combiner.transductive else PREDICT_CHUNK
+    parts = []
+    for lo in range(0, n, max(chunk, 1)):
+        sl = slice(lo, min(n, lo + chunk))
+        pred = combiner.predict([f[sl] for f in test.features], test.logits[:, sl])
+        parts.append((torch.as_tensor(pred).cpu() == test.labels[sl].cpu()).numpy())
+    correct = np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
+    return correct, time.perf_counter() - start
 
 
 def cost_notes(combiner: Combiner, test: ViewBundle) -> dict[str, Any]:

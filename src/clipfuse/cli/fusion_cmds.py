@@ -229,7 +229,7 @@ def add_parsers(sub) -> None:
     _add_fusion_data(p)
     p.add_argument("--train-split", required=True)
     p.add_argument(
-        "--method", default=None, help="combiner name (default: the recommended one, safe_conf_mix)"
+        "--method", default=None, help="combiner name (default: the recommended one, auto)"
     )
     p.add_argument("--shots", default=None)
     p.add_argument("--fraction", default=None)

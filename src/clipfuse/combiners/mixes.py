@@ -103,11 +103,12 @@ SafeConfMix = register_combiner(
         "safe_conf_mix",
         _CONF(_SAFE(weights.shrunk)),
         """The safety rule of ``safe_mix`` around ``conf_mix``: the prior is estimated once on
-        every image (labels unused, no leak into the folds). Recommended: README "Fusion".""",
+        every image (labels unused, no leak into the folds). The fusion candidate of ``auto``
+        (the recommended method) and its choice wherever zero-shot is good.""",
         uses_unlabelled=True, module=__name__, shrinkage=3.0, tau=0.03, max_prior_ratio=20.0,
         folds=5, required_wins=5, seed=0, max_iter=100,
     ),  # fmt: skip
-    groups=("weighted", "recommended"),
+    groups=("weighted",),
 )
 CaruanaSelection = register_combiner(
     preset(

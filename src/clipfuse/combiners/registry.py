@@ -40,11 +40,13 @@ COMBINER_MODULES: tuple[str, ...] = (
     "clipfuse.combiners.nlc_residual",
     "clipfuse.combiners.transductive",
     "clipfuse.heads.zeroshot_stack",
+    "clipfuse.combiners.nlc_learn",
+    "clipfuse.combiners.select",
 )
 
 # The method `clipfuse fit` uses without --method and `evaluate --methods recommended` runs
-# (why: README "Fusion that beats the best backbone"; figures: BENCHMARKS.md "Fusion").
-RECOMMENDED = "safe_conf_mix"
+# (why: docs/method.md "The recommended method: auto"; figures: BENCHMARKS.md "Task suite").
+RECOMMENDED = "auto"
 
 TIERS = ("stable", "experimental", "deprecated")
 _REGISTRY: dict[str, type[Combiner]] = {}

@@ -23,6 +23,8 @@ CSV_COLUMNS = [
     "n_seeds",
     "top1_mean",
     "top1_std",
+    "top1_ci_low",
+    "top1_ci_high",
     "gain_points",
     "gain_relative_pct",
     "worst_delta_points",

@@ -29,6 +29,8 @@ class RunRecord:
     fit_s: float
     predict_s: float
     info: dict[str, Any] = field(default_factory=dict)
+    # per evaluation image: 1 if predicted right (for the bootstrap interval; not saved)
+    correct: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -49,12 +51,16 @@ class EvaluationResult:
     config: dict[str, Any]
     temperatures: dict[str, torch.Tensor] = field(default_factory=dict)  # NLC on test, first draw
     test_labels: torch.Tensor | None = None
+    single_correct: dict[str, np.ndarray] | None = None  # per backbone, per evaluation image
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per single backbone, per (method, budget), plus reference and oracle rows."""
         rows: list[dict[str, Any]] = []
+        single_correct = self.single_correct or {}
         for name, acc in self.singles.items():
-            rows.append(_row(self.dataset, name, "zero-shot", 0, [acc], None, kind="single"))
+            row = _row(self.dataset, name, "zero-shot", 0, [acc], None, kind="single")
+            _add_interval(row, [single_correct[name]] if name in single_correct else [])
+            rows.append(row)
         best_test = max(self.singles, key=self.singles.get)
         rows.append(
             _row(
@@ -67,9 +73,11 @@ class EvaluationResult:
                 kind="reference",
             )
         )
+        _add_interval(rows[-1], [single_correct[best_test]] if best_test in single_correct else [])
         rows.append(
             _row(self.dataset, "oracle (upper bound)", "-", 0, [self.oracle], None, kind="oracle")
         )
+        _add_interval(rows[-1], [])
         groups: dict[tuple[str, str], list[RunRecord]] = {}
         for r in self.records:
             groups.setdefault((r.method, r.budget), []).append(r)
@@ -92,6 +100,7 @@ class EvaluationResult:
             unl = [r.info["unlabelled"] for r in recs if "unlabelled" in r.info]
             row["unlabelled"] = int(np.mean(unl)) if unl else None  # train rows given as y = -1
             row["transductive"] = any(r.info.get("transductive") for r in recs)
+            _add_interval(row, [r.correct for r in recs if r.correct is not None])
             rows.append(row)
         add_reference_columns(rows, self.singles[best_test], self.oracle)
         return rows
@@ -105,7 +114,9 @@ class EvaluationResult:
             "singles": self.singles,
             "oracle": self.oracle,
             "summary": self.summary(),
-            "records": [asdict(r) for r in self.records],
+            "records": [
+                {k: v for k, v in asdict(r).items() if k != "correct"} for r in self.records
+            ],
             "holdouts": [
                 {
                     "budget": d.budget,
@@ -118,6 +129,28 @@ class EvaluationResult:
             ],
             "config": self.config,
         }
+
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_interval(correct: list[np.ndarray], level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval (points) of the mean top-1 over seeds, resampling the
+    evaluation images (the same resample for every seed, as torchgeo-bench does over its test
+    set): how much the figure would move on another draw of images like these."""
+    per_image = np.mean(np.stack([np.asarray(c, dtype=float) for c in correct]), axis=0)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    idx = rng.integers(0, per_image.size, size=(BOOTSTRAP_RESAMPLES, per_image.size))
+    means = per_image[idx].mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    return 100 * float(np.percentile(means, tail)), 100 * float(np.percentile(means, 100 - tail))
+
+
+def _add_interval(row: dict[str, Any], correct: list[np.ndarray]) -> None:
+    """``top1_ci_low`` / ``top1_ci_high`` (None when no per-image results were kept)."""
+    lo_hi = bootstrap_interval(correct) if correct else (None, None)
+    row["top1_ci_low"], row["top1_ci_high"] = lo_hi
 
 
 MIN_RELATIVE_BASELINE = 0.01  # relative gains only against a baseline of >= 1 % top-1 on every seed

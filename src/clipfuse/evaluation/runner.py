@@ -19,7 +19,7 @@ from clipfuse.evaluation.metrics import topk_accuracy
 from clipfuse.evaluation.records import MIN_RELATIVE_BASELINE, EvaluationResult, RunRecord, _row
 from clipfuse.evaluation.tables import format_markdown
 from clipfuse.logits.bundle import ViewBundle
-from clipfuse.protocol import fit_on_draw, run_notes, score_on
+from clipfuse.protocol import correct_on, fit_on_draw, run_notes
 
 __all__ = [
     "CORE_METHODS",
@@ -62,6 +62,10 @@ def evaluate_methods(
     singles = {
         name: topk_accuracy(test.logits[b], test.labels) for b, name in enumerate(test.names)
     }
+    single_correct = {
+        name: (test.logits[b].argmax(-1) == test.labels).numpy()
+        for b, name in enumerate(test.names)
+    }
     result = EvaluationResult(
         dataset=dataset,
         train_view=train.view,
@@ -72,6 +76,7 @@ def evaluate_methods(
         records=[],
         draws=[],
         test_labels=test.labels,
+        single_correct=single_correct,
         config={
             "methods": methods,
             "budgets": [{"shots": s, "fraction": f} for s, f in budgets],
@@ -108,7 +113,8 @@ def evaluate_methods(
                     method, train, hold, params=method_params.get(method), seed=seed, device=device
                 )
                 combiner = run.combiner
-                top1, predict_s = score_on(combiner, test)
+                correct, predict_s = correct_on(combiner, test)
+                top1 = float(correct.mean())
                 info = run_notes(run, test)
                 if method == "nlc" and "nlc" not in result.temperatures:
                     result.temperatures["nlc"] = combiner.predict_temperatures(test.features).cpu()
@@ -124,6 +130,7 @@ def evaluate_methods(
                         run.fit_seconds,
                         predict_s,
                         info,
+                        correct,
                     )
                 )
                 bar.update(1)

@@ -1,0 +1,120 @@
+"""Issue 21: ``auto`` (nested-CV choice among pipelines), ``nlc_learn``, bootstrap intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipfuse.combiners import make_combiner
+from clipfuse.combiners.registry import combiner_from_state
+from clipfuse.errors import FitError
+from clipfuse.evaluation.records import bootstrap_interval
+from clipfuse.testing import synthetic_problem
+
+FAST = {"candidates": ("safe_conf_mix", "tipf_super_learner"), "folds": 3}
+
+
+def _split(problem, train_per_class: int):
+    """(train, test) of one synthetic world: the first rows of every class, and the rest."""
+    feats, logits, y = problem
+    first = torch.zeros_like(y, dtype=torch.bool)
+    for c in y.unique():
+        first[torch.nonzero(y == c).flatten()[:train_per_class]] = True
+    return tuple(([f[rows] for f in feats], logits[:, rows], y[rows]) for rows in (first, ~first))
+
+
+def _useless_zero_shot(train_per_class: int):
+    """Features that separate 4 classes; zero-shot logits that point at the wrong class."""
+    feats, logits, y = synthetic_problem(per_class=30)
+    return _split((feats, logits[:, :, [1, 2, 3, 0]], y), train_per_class)
+
+
+def test_auto_picks_heads_by_nested_cv_when_zero_shot_is_wrong() -> None:
+    (feats, logits, y), (test_f, test_z, test_y) = _useless_zero_shot(6)
+    auto = make_combiner("auto", **FAST).fit(feats, logits, y)
+    notes = auto.fit_notes()
+    assert notes["auto_rule"].startswith("cv (3-fold")
+    assert set(notes["auto_cv"]) == {"safe_conf_mix", "tipf_super_learner"}
+    assert notes["auto_choice"] == "tipf_super_learner"
+    assert (
+        notes["auto_cv"]["tipf_super_learner"]["cv_acc"]
+        > notes["auto_cv"]["safe_conf_mix"]["cv_acc"]
+    )
+    assert auto.score(test_f, test_z, test_y) > 0.8
+    # inductive: one image at a time gives the batch's answer
+    batch = auto.predict(test_f, test_z)
+    one = torch.stack([auto.predict([f[i : i + 1] for f in test_f], test_z[:, i : i + 1])[0]
+                       for i in range(10)])  # fmt: skip
+    assert torch.equal(one, batch[:10])
+    # saved state rebuilds the choice, its scores and the same predictions
+    again = combiner_from_state(auto.config(), auto.state_dict())
+    assert again.fit_notes()["auto_cv"] == notes["auto_cv"]
+    assert torch.equal(again.predict(test_f, test_z), batch)
+
+
+def test_auto_keeps_the_safe_fusion_when_zero_shot_is_right() -> None:
+    feats, logits, y = synthetic_problem(per_class=6, seed=0)
+    auto = make_combiner("auto", **FAST, margin=1.0).fit(feats, logits, y)
+    assert auto.choice_ == "safe_conf_mix"
+
+
+def test_auto_one_shot_uses_zero_shot_evidence_and_never_sees_the_fold_rows() -> None:
+    (feats, logits, y), (extra_f, extra_z, _) = _useless_zero_shot(1)  # + unlabelled images
+    f = [torch.cat([a, b]) for a, b in zip(feats, extra_f)]
+    z = torch.cat([logits, extra_z], dim=1)
+    yy = torch.cat([y, torch.full((extra_z.shape[1],), -1)])
+    auto = make_combiner("auto", **FAST, one_shot_heads="tipf_super_learner").fit(f, z, yy)
+    assert auto.rule_.startswith("one-shot") and auto.choice_ == "tipf_super_learner"
+    assert auto.fit_notes()["auto_signals"]["zs_acc_labelled"] == 0.0
+    good_f, good_z, good_y = synthetic_problem(per_class=1, seed=0)
+    assert make_combiner("auto", **FAST).fit(good_f, good_z, good_y).choice_ == "safe_conf_mix"
+
+
+def test_auto_bad_input_is_one_line() -> None:
+    feats, logits, y = synthetic_problem(per_class=3, seed=0)
+    y = y.clone()
+    y[y == 2] = 1  # class 2 has no label
+    with pytest.raises(FitError, match="class") as info:
+        make_combiner("auto", **FAST).fit(feats, logits, y)
+    assert "\n" not in str(info.value)
+    with pytest.raises(FitError, match="fallback"):
+        make_combiner("auto", candidates=("zs_probe",)).fit(*synthetic_problem())
+    with pytest.raises(FitError, match="unknown combiner"):
+        make_combiner("auto", candidates=("safe_conf_mix", "nope")).fit(*synthetic_problem())
+
+
+def test_nlc_learn_gives_the_better_backbone_more_weight_than_nlc() -> None:
+    """Backbone 0 right, backbones 1-2 point at the wrong class: after 24 labels nlc_learn's
+    temperatures must favour backbone 0 by far more than the paper's budget gets to."""
+    feats, logits, y = synthetic_problem(per_class=6, seed=0)
+    logits = logits.clone()
+    logits[1:] = logits[1:, :, [1, 2, 3, 0]]
+    ratios = {}
+    for name in ("nlc", "nlc_learn"):
+        m = make_combiner(name).fit(feats, logits, y)
+        t = m.predict_temperatures(feats).mean(0)
+        ratios[name] = float(t[1:].min() / t[0])
+        if name == "nlc_learn":
+            best_alone = float((logits[0].argmax(-1) == y).float().mean())
+            assert m.score(feats, logits, y) >= best_alone
+    assert ratios["nlc_learn"] > 5 * ratios["nlc"] and ratios["nlc_learn"] > 20, ratios
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> None:
+    rng = np.random.default_rng(0)
+    small = [rng.random(200) < 0.6 for _ in range(3)]
+    large = [rng.random(5000) < 0.6 for _ in range(3)]
+    lo, hi = bootstrap_interval(small)
+    mean = 100 * np.mean(small)
+    assert lo < mean < hi
+    lo2, hi2 = bootstrap_interval(large)
+    assert hi2 - lo2 < (hi - lo) / 2
+
+
+def test_auto_cross_validates_on_a_class_subset_when_classes_are_many() -> None:
+    (feats, logits, y), (test_f, test_z, test_y) = _useless_zero_shot(6)
+    auto = make_combiner("auto", **FAST, max_cv_classes=2).fit(feats, logits, y)
+    assert auto.fit_notes()["auto_cv_classes"] == 2
+    assert auto.choice_ == "tipf_super_learner"  # the subset tells the same story
+    assert auto.predict(test_f, test_z).shape == test_y.shape  # the choice is fitted on all 4
