@@ -3,7 +3,8 @@
 Frozen before the combiners were rewritten by composition, so the rewrite is checked to the digit:
 the same zoo backbones, the same shipped CIFAR-10 demo images, the same hold-out draw and seeds,
 the same (small) training budgets. ``python tests/golden_bed.py`` rewrites
-``tests/golden/combiners.json`` -- only do that for an intended, named change of behaviour.
+``tests/golden/combiners.json`` -- only do that for an intended, named change of behaviour;
+``python tests/golden_bed.py --only-new`` adds combiners registered since, leaving the rest.
 
 Digest per combiner: test predictions (one digit per image), top-1 accuracy, mean NLL and the
 per-class sums of the probabilities (rounded), which move with any change of the fused scores
@@ -37,6 +38,7 @@ FAST: dict[str, dict] = {
     "nlc_residual": {"steps": 60},
     "zs_probe_nlc": {"inner__steps": 60},
     "head_stack": {"final": {"name": "nlc", "params": {"steps": 60}}},  # added with issue 22
+    "auto": {"candidates": ["safe_conf_mix", "zs_probe"]},  # added with issue 21
 }
 
 
@@ -72,12 +74,16 @@ def digest(combiner, test) -> dict:
     }
 
 
-def main(store: str) -> None:
+def main(store: str, only_new: bool = False) -> None:
+    """Write every registered combiner's digest; ``only_new`` keeps the frozen ones and adds the
+    names registered since (a new combiner is not a change of an old one's behaviour)."""
     from clipfuse.combiners import list_combiners
 
     train, test = load_bed(Path(store))
-    out = {}
+    out = json.loads(GOLDEN.read_text())["combiners"] if only_new else {}
     for name in list_combiners():
+        if name in out:
+            continue
         out[name] = digest(fit_one(name, train), test)
         print(name, out[name]["accuracy"], flush=True)
     meta = {"specs": SPECS, "train_limit": TRAIN_LIMIT, "test_limit": TEST_LIMIT,
@@ -88,4 +94,5 @@ def main(store: str) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/clipfuse-golden-store")
+    args = [a for a in sys.argv[1:] if a != "--only-new"]
+    main(args[0] if args else "/tmp/clipfuse-golden-store", only_new="--only-new" in sys.argv)

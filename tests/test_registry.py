@@ -25,12 +25,14 @@ def test_concept_groups_and_tiers_cover_every_name() -> None:
     groups = method_groups()
     concept = ["label-free", "weighted", "controllers", "heads", "compute", "transductive"]
     assert set(concept + ["core", "recommended", "all"]) <= set(groups)
-    # every name has a concept, except the generic composition head_stack(head=, final=)
-    assert set().union(*(groups[g] for g in concept)) == set(groups["all"]) - {"head_stack"}
+    # every name has a concept, except the generic composition head_stack(head=, final=) and
+    # auto, which chooses across concepts (weighted pools and heads)
+    assert set().union(*(groups[g] for g in concept)) == set(groups["all"]) - {"head_stack", "auto"}
     stable, experimental = list_combiners(tier="stable"), list_combiners(tier="experimental")
     assert sorted(stable + experimental) == sorted(list_combiners())
     assert "transclip" in experimental and "safe_conf_mix" in stable
-    assert groups["recommended"] == ["safe_conf_mix"] and combiner_tier("safe_conf_mix") == "stable"
+    assert groups["recommended"] == ["auto"] and combiner_tier("auto") == "stable"
+    assert combiner_tier("safe_conf_mix") == "stable"
     assert list_combiners(group="transductive") == ["transclip"]
     assert all(make_combiner(n).transductive == (n == "transclip") for n in groups["all"])
 
@@ -58,7 +60,9 @@ def test_deprecated_alias_builds_the_replacement_and_warns(monkeypatch) -> None:
     register_alias("average_logits", "mean_logits")
     assert list_combiners(tier="deprecated") == ["average_logits"]
     assert combiner_tier("average_logits") == "deprecated"
-    with pytest.warns(DeprecatedNameWarning, match="'average_logits' is deprecated; use 'mean_logits'"):
+    with pytest.warns(
+        DeprecatedNameWarning, match="'average_logits' is deprecated; use 'mean_logits'"
+    ):
         comb = make_combiner("average_logits")
     assert comb.name == "mean_logits"
     features, logits, y = synthetic_problem()
