@@ -116,6 +116,22 @@ def write_tar(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
+def two_class_pngs(root: Path, per_class: int) -> Path:
+    """`root/pics/{cat,dog}/<i>.png`: small random images, each class tinted by one channel so
+    that even a tiny model can tell them apart."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("cat", "dog")):
+        (root / "pics" / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+            pixels[..., c] = 250
+            Image.fromarray(pixels).save(root / "pics" / name / f"{i}.png")
+    return root / "pics"
+
+
 def write_folder(root: Path, members: dict[str, bytes]) -> Path:
     for name, data in members.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from conftest import two_class_pngs
 
 from clipfuse.backbones.spec import ZOO_DIR
 from clipfuse.cli import main
@@ -26,14 +25,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 @pytest.fixture()
 def folder(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(("cat", "dog")):
-        (tmp_path / "pics" / name).mkdir(parents=True)
-        for i in range(3):
-            pixels = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
-            pixels[..., c] = 250
-            Image.fromarray(pixels).save(tmp_path / "pics" / name / f"{i}.png")
-    return tmp_path / "pics"
+    return two_class_pngs(tmp_path, 3)
 
 
 def _extract_args(spec: str, folder: Path, store: Path) -> list[str]:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from conftest import two_class_pngs
 
 import clipfuse
 from clipfuse.backbones import load_backbone
@@ -21,14 +20,7 @@ from clipfuse.store import FeatureStore
 
 @pytest.fixture()
 def folder(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(("cat", "dog")):
-        (tmp_path / "pics" / name).mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
-            pixels[..., c] = 250
-            Image.fromarray(pixels).save(tmp_path / "pics" / name / f"{i}.png")
-    return tmp_path / "pics"
+    return two_class_pngs(tmp_path, 4)
 
 
 def test_default_leaves_a_core_per_decode_worker(monkeypatch):
