@@ -93,7 +93,7 @@ def _extract_view(store, specs, dataset, transform, progress):
     key = None if transform is None else transform.key
     extract(
         [load_backbone(s) for s in specs], dataset, store,
-        perturbation=transform, perturbation_key=key, progress=progress,
+        perturbation=transform, progress=progress,
     )  # fmt: skip
     return view_name(dataset, key)
 

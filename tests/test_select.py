@@ -53,6 +53,21 @@ def test_auto_picks_heads_by_nested_cv_when_zero_shot_is_wrong() -> None:
     assert torch.equal(again.predict(test_f, test_z), batch)
 
 
+def test_auto_time_guard_keeps_the_fallback_when_a_head_would_be_too_slow() -> None:
+    """The same task as above, where CV prefers the head; a fit-time budget the head's predicted
+    full fit exceeds leaves the fallback, and the note says why (issue 21's fit-time target)."""
+    (feats, logits, y), _ = _useless_zero_shot(6)
+    auto = make_combiner("auto", **FAST, time_budget_s=1e-6).fit(feats, logits, y)
+    notes = auto.fit_notes()
+    assert notes["auto_choice"] == "safe_conf_mix"
+    assert "time_budget_s" in notes["auto_dropped"]["tipf_super_learner"]
+    predicted = notes["auto_cv"]["tipf_super_learner"]["predicted_fit_s"]
+    fold = notes["auto_cv"]["tipf_super_learner"]["fold_fit_s"]
+    assert predicted == pytest.approx(fold * 1.5**2, rel=1e-2, abs=1e-3)
+    with pytest.raises(FitError, match="time_budget_s"):
+        make_combiner("auto", time_budget_s=0).fit(feats, logits, y)
+
+
 def test_auto_keeps_the_safe_fusion_when_zero_shot_is_right() -> None:
     feats, logits, y = synthetic_problem(per_class=6, seed=0)
     auto = make_combiner("auto", **FAST, margin=1.0).fit(feats, logits, y)

@@ -106,7 +106,23 @@ SafeConfMix = register_combiner(
         every image (labels unused, no leak into the folds). The fusion candidate of ``auto``
         (the recommended method) and its choice wherever zero-shot is good.""",
         uses_unlabelled=True, module=__name__, shrinkage=3.0, tau=0.03, max_prior_ratio=20.0,
-        folds=5, required_wins=5, seed=0, max_iter=100,
+        folds=5, required_wins=5, seed=0, max_iter=100, prior_cv=False, se_rule=None,
+    ),  # fmt: skip
+    groups=("weighted",),
+)
+RobustMix = register_combiner(
+    preset(
+        "robust_mix",
+        _CONF(_SAFE(weights.shrunk)),
+        """``safe_conf_mix`` whose two choices follow the labels by the one-standard-error rule
+        on the paired out-of-fold NLL (issue 21): the confidence prior is kept unless the mix
+        pulled toward uniform is better by more than ``se_rule`` standard errors (a backbone
+        that is confidently wrong under an image shift cannot hold the prior's weight), and the
+        best single backbone replaces the mix when it is better by as much. With 10 labels only
+        a large gain switches; with 160 a small one does. ``auto``'s fusion candidate from 2
+        labels per class (chosen on the task suite, BENCHMARKS.md).""",
+        uses_unlabelled=True, module=__name__, shrinkage=3.0, tau=0.03, max_prior_ratio=20.0,
+        folds=5, required_wins=5, seed=0, max_iter=100, prior_cv=True, se_rule=1.0,
     ),  # fmt: skip
     groups=("weighted",),
 )

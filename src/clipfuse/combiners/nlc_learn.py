@@ -20,11 +20,13 @@ Seeded and deterministic like ``nlc``; saved state is the MLP's.
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clipfuse.combiners import weights
 from clipfuse.combiners._optim import minimise_lbfgs
 from clipfuse.combiners.nlc import NLC
 from clipfuse.combiners.registry import register_combiner
@@ -46,6 +48,16 @@ def fit_log_temperatures(z: torch.Tensor, y: torch.Tensor, ridge: float, max_ite
     return log_t.detach().clamp(LOG_T_MIN, LOG_T_MAX)
 
 
+def safe_log_temperatures(z: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
+    """(B,) log-temperatures of ``robust_mix``'s choice on the labelled rows (no prior): the
+    shrunk mix, or the best single backbone where its CV NLL is better by one standard error --
+    weight 0 becomes the largest temperature, so a start can give one backbone all the weight."""
+    p = SimpleNamespace(shrinkage=1.0, max_iter=100, folds=5, required_wins=5, seed=int(seed),
+                        se_rule=1.0)  # fmt: skip
+    w = weights.with_safety(weights.shrunk)(p, z, y).weights
+    return (-w.clamp_min(1e-12).log()).clamp(LOG_T_MIN, LOG_T_MAX)
+
+
 @register_combiner(groups=("controllers",))
 class NLCLearn(NLC):
     """NLC, log-space temperatures started at the hold-out's global fit (see the module doc)."""
@@ -61,6 +73,7 @@ class NLCLearn(NLC):
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         start_ridge: float = 1.0,
+        start: str = "ridge",
         normalize_inputs: bool = True,
         backbone_dropout: float = 0.0,
         seed: int = 0,
@@ -80,6 +93,7 @@ class NLCLearn(NLC):
             device=device,
         )
         self.start_ridge = start_ridge
+        self.start = start
         del self.positivity, self.eps  # fixed by this preset, not parameters of it
 
     positivity = "exp"
@@ -87,11 +101,16 @@ class NLCLearn(NLC):
 
     def _validate_params(self) -> None:
         super()._validate_params()
+        if self.start not in ("ridge", "safe"):
+            raise FitError(f"{self.name}: start must be 'ridge' or 'safe'; got {self.start!r}")
         if self.start_ridge < 0:
             raise FitError(f"{self.name}: start_ridge must be >= 0; got {self.start_ridge}")
 
     def _start(self, z: torch.Tensor, y: torch.Tensor) -> None:
-        self._start_bias = fit_log_temperatures(z, y, float(self.start_ridge))
+        if self.start == "safe" and y.numel() >= 10:
+            self._start_bias = safe_log_temperatures(z, y, int(self.seed))
+        else:
+            self._start_bias = fit_log_temperatures(z, y, float(self.start_ridge))
 
     def _temperatures(self, raw: torch.Tensor) -> torch.Tensor:
         return raw.clamp(LOG_T_MIN, LOG_T_MAX).exp()

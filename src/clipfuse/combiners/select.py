@@ -21,6 +21,8 @@ evidence on the user's own hold-out:
   backbones' agreement on the unlabelled images (near 1/C when the text classifier means
   nothing) it says whether zero-shot is worth keeping. Zero-shot below ``one_shot_threshold`` x
   chance (``one_shot_bar``) -> ``one_shot_heads`` (a head pipeline), else ``one_shot_strong``.
+A candidate whose fit on all rows is predicted (from its CV fold fits) to exceed
+``time_budget_s`` is not chosen (recorded); the fallback always stays.
 Then the chosen candidate is fitted on all rows. Prediction is that candidate's, so it stays
 inductive (one image at a time gives the same answer). The choice, every candidate's CV scores
 and the signals are in ``fit_notes()`` (results tables, saved ensembles). A candidate that fails
@@ -31,6 +33,7 @@ error. Candidates are built by registered name (``make_combiner``), so any regis
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -124,6 +127,7 @@ class AutoSelect(Combiner):
         margin: float = 1.0,
         margin_rows: int = 1,
         max_cv_classes: int = 30,
+        time_budget_s: float | None = 60.0,
         seed: int = 0,
         device: str = "cpu",
     ) -> None:
@@ -137,6 +141,7 @@ class AutoSelect(Combiner):
         self.margin = margin
         self.margin_rows = margin_rows
         self.max_cv_classes = max_cv_classes
+        self.time_budget_s = time_budget_s
         self.seed = seed
 
     def _validate_params(self) -> None:
@@ -148,6 +153,8 @@ class AutoSelect(Combiner):
             raise FitError(f"auto: folds must be >= 2; got {self.folds}")
         if int(self.max_cv_classes) < 2:
             raise FitError(f"auto: max_cv_classes must be >= 2; got {self.max_cv_classes}")
+        if self.time_budget_s is not None and not float(self.time_budget_s) > 0:
+            raise FitError(f"auto: time_budget_s must be > 0 or None; got {self.time_budget_s}")
         for name in {*self.candidates, self.one_shot_heads, self.one_shot_strong}:
             if name == self.name:
                 raise FitError("auto cannot be its own candidate")
@@ -196,11 +203,13 @@ class AutoSelect(Combiner):
         fold = stratified_folds(y[labelled], k, int(self.seed))
         scores: dict[str, dict[str, float]] = {}
         for name in self.candidates:
-            correct, nll = 0.0, 0.0
+            correct, nll, fit_s = 0.0, 0.0, 0.0
             try:
                 for f in range(k):
                     test = labelled[fold == f]
+                    t0 = time.perf_counter()
                     model = self._fit_on(name, feats, z, y, labelled[fold != f])
+                    fit_s += time.perf_counter() - t0
                     out = model.predict_logits([x[test] for x in feats], z[:, test])
                     correct += float((out.argmax(-1) == y[test]).sum())
                     nll += float(F.cross_entropy(out.float(), y[test], reduction="sum"))
@@ -209,8 +218,28 @@ class AutoSelect(Combiner):
                 continue
             n = labelled.numel()
             self.cv_rows_ = int(n)
-            scores[name] = {"cv_acc": 100 * correct / n, "cv_nll": nll / n}
+            scores[name] = {"cv_acc": 100 * correct / n, "cv_nll": nll / n, "fold_fit_s": fit_s / k}
         return scores
+
+    def _within_budget(self, scores, num_classes: int, k: int) -> dict[str, dict[str, float]]:
+        """The candidates whose fit on everything is predicted to take at most
+        ``time_budget_s``: a fold's fit time scaled by (rows ratio)^2 -- rows grow with the
+        classes left out of the CV subset and with the held-out fold, and a head's cost grows
+        with rows x classes. The fallback is always kept (it is the safe default); a dropped
+        candidate is recorded with its prediction."""
+        scale = (num_classes / max(self.cv_classes_, 1)) * k / (k - 1)
+        kept = {}
+        for name, score in scores.items():
+            score["predicted_fit_s"] = score["fold_fit_s"] * scale**2
+            over = self.time_budget_s is not None and score["predicted_fit_s"] > self.time_budget_s
+            if over and name != self.fallback:
+                self.dropped_[name] = (
+                    f"predicted fit on all rows {score['predicted_fit_s']:.0f} s > time_budget_s "
+                    f"{float(self.time_budget_s):.0f} s"
+                )
+                continue
+            kept[name] = score
+        return kept
 
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
         assert features is not None
@@ -222,9 +251,10 @@ class AutoSelect(Combiner):
         fewest = int(torch.bincount(y[y >= 0], minlength=c).min())
         if fewest >= 2:
             self.rule_ = f"cv ({min(int(self.folds), fewest)}-fold, nested)"
-            self.scores_ = self._cross_validate(features, z, y, min(int(self.folds), fewest))
+            k = min(int(self.folds), fewest)
+            self.scores_ = self._cross_validate(features, z, y, k)
             self.choice_ = choose_by_cv(
-                self.scores_,
+                self._within_budget(self.scores_, c, k),
                 self.fallback,
                 float(self.margin),
                 int(self.margin_rows),

@@ -231,17 +231,36 @@ def with_confidence_prior(rule: Rule) -> Rule:
     return fit
 
 
+def _better(new: torch.Tensor, old: torch.Tensor, z_se: float | None) -> bool:
+    """Is ``new``'s per-row out-of-fold NLL lower than ``old``'s by more than ``z_se`` standard
+    errors of the paired difference (None: lower at all)? The one-standard-error rule of
+    model selection: with 10 rows only a large gain switches, with 160 a small one does."""
+    diff = old.double() - new.double()
+    if z_se is None or diff.numel() < 2:
+        return bool(diff.mean() > 0)
+    se = float(diff.std()) / math.sqrt(diff.numel())
+    return float(diff.mean()) > float(z_se) * se
+
+
 def with_safety(rule: Rule) -> Rule:
     """``rule``, or the best single backbone (temperature-scaled) when its ``p.folds``-fold CV
     NLL on the hold-out is lower AND it wins at least ``p.required_wins`` folds; both refitted in
     every (stratified) fold. Fewer than ``2 * folds`` labels: the rule, with a recorded fallback.
-    Before issue 22 the folds were an unstratified shuffle: the choice can differ on a draw."""
+    Before issue 22 the folds were an unstratified shuffle: the choice can differ on a draw.
 
-    def cv_nll(p: Any, z: torch.Tensor, y: torch.Tensor, prior) -> tuple[float, float, int]:
-        """Mean out-of-fold NLL of the rule and of the single backbone, and the folds won by
-        the single one (the one stratified fold rule, ``cross_val_predict``)."""
+    ``p.prior_cv`` (issue 21): with a prior, the same folds also score the rule pulled toward
+    uniform instead, and the fusion keeps the prior only where its CV NLL is lower -- a
+    confidently wrong backbone (over-sharp under an image shift) cannot hold the prior's weight
+    against what the labels say."""
+
+    def cv_nll(p: Any, z: torch.Tensor, y: torch.Tensor, prior) -> dict[str, torch.Tensor]:
+        """Per-row out-of-fold NLL of the rule (``"fusion"``; ``"uniform"``: without the prior,
+        when ``p.prior_cv``) and of the single backbone, and the fold of every row (the one
+        stratified fold rule, ``cross_val_predict``)."""
         candidates = {"fusion": lambda zt, yt: rule(p, zt, yt, prior=prior).weights,
                       "single": lambda zt, yt: fit_single(zt, yt, p.max_iter)}  # fmt: skip
+        if prior is not None and getattr(p, "prior_cv", False):
+            candidates["uniform"] = lambda zt, yt: rule(p, zt, yt, prior=None).weights
         nll = {}
         for name, fit_weights in candidates.items():
 
@@ -250,11 +269,7 @@ def with_safety(rule: Rule) -> Rule:
 
             oof, folds = cross_val_predict(fit_predict, y, p.folds, p.seed)
             nll[name] = F.cross_entropy(oof, y, reduction="none")
-        wins = sum(
-            float(nll["single"][folds == k].sum()) < float(nll["fusion"][folds == k].sum())
-            for k in range(p.folds) if bool((folds == k).any())
-        )  # fmt: skip
-        return float(nll["fusion"].mean()), float(nll["single"].mean()), int(wins)
+        return {**nll, "folds": folds}
 
     def fit(p: Any, z: torch.Tensor, y: torch.Tensor, prior=None) -> PoolFit:
         meta: dict[str, Any] = {"fallback": None, "cv_nll_fusion": None, "cv_nll_single": None}
@@ -266,11 +281,30 @@ def with_safety(rule: Rule) -> Rule:
             )
             meta["choice"] = "fusion"
         else:
-            fus, single, meta["single_wins"] = cv_nll(p, z, y, prior)
+            nll = cv_nll(p, z, y, prior)
+            z_se = getattr(p, "se_rule", None)
+            if "uniform" in nll:
+                keep = not _better(nll["uniform"], nll["fusion"], z_se)
+                meta["prior_choice"] = "prior" if keep else "uniform"
+                meta["cv_nll_uniform"] = float(nll["uniform"].mean())
+                if not keep:
+                    nll["fusion"], prior = nll["uniform"], None
+            folds = nll["folds"]
+            meta["single_wins"] = int(sum(
+                float(nll["single"][folds == k].sum()) < float(nll["fusion"][folds == k].sum())
+                for k in range(p.folds) if bool((folds == k).any())
+            ))  # fmt: skip
+            fus, single = float(nll["fusion"].mean()), float(nll["single"].mean())
             meta.update(cv_nll_fusion=fus, cv_nll_single=single)
-            wins = meta["single_wins"] >= p.required_wins
-            meta["choice"] = "single" if single < fus and wins else "fusion"
+            if z_se is None:
+                wins = meta["single_wins"] >= p.required_wins
+                meta["choice"] = "single" if single < fus and wins else "fusion"
+            else:
+                better = _better(nll["single"], nll["fusion"], z_se)
+                meta["choice"] = "single" if better else "fusion"
         notes = {"choice": meta["choice"]}
+        if "prior_choice" in meta:
+            notes["prior_choice"] = meta["prior_choice"]
         if meta["cv_nll_fusion"] is not None:
             notes.update(cv_nll_fusion=meta["cv_nll_fusion"], cv_nll_single=meta["cv_nll_single"])
         if meta["fallback"] is not None:
