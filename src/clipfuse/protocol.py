@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipfuse.cascade.costs import cost_info
 from clipfuse.combiners._compose import build_combiner
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.costs import cost_info
 from clipfuse.logits.bundle import ViewBundle
 
 PREDICT_CHUNK = 4096  # test rows per cost computation
