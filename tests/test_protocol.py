@@ -1,5 +1,5 @@
-"""One protocol (issue 22): evaluate, fit and the robustness study give a method the same rows
-and record the same notes."""
+"""One protocol (issue 22): evaluate, fit, the robustness study and tradeoffs give a method the
+same rows and record the same notes; predict scores by the same whole-set rule."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import pytest
 
 import clipfuse
 from clipfuse.backbones import list_backbones
+from clipfuse.combiners import make_combiner
+from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation.robustness import fit_on_clean, score_view
-from clipfuse.protocol import fit_on_draw, run_notes, score_on
+from clipfuse.protocol import fit_on_draw, run_notes, score_on, scores_whole_set
 
 pytestmark = pytest.mark.skipif(not list_backbones("zoo:*"), reason="no zoo weights shipped")
 
@@ -49,3 +51,16 @@ def test_run_notes_record_choice_costs_and_fit_notes(views) -> None:
     safe = fit_on_draw("safe_conf_mix", train, train.holdout(1, seed=0), seed=0)
     notes = run_notes(safe, test)
     assert notes["unlabelled"] == 50 and "prior" in notes and "choice" in notes
+
+
+def test_one_whole_set_rule_for_evaluate_and_predict() -> None:
+    """A transductive combiner is scored on the whole set (evaluate, tradeoffs) and refused by
+    predict unless asked; predict reads the protocol's rule instead of its own copy."""
+    from clipfuse.ensemble import predict
+
+    trans, plain = make_combiner("transclip"), make_combiner("nlc")
+    assert scores_whole_set(trans) and scores_whole_set(trans, allowed=True)
+    assert not scores_whole_set(plain) and not scores_whole_set(plain, allowed=False)
+    with pytest.raises(ClipfuseError, match=r"transductive=True \(CLI: --transductive\)"):
+        scores_whole_set(trans, allowed=False)
+    assert predict.scores_whole_set is scores_whole_set
