@@ -64,3 +64,26 @@ def test_one_whole_set_rule_for_evaluate_and_predict() -> None:
     with pytest.raises(ClipfuseError, match=r"transductive=True \(CLI: --transductive\)"):
         scores_whole_set(trans, allowed=False)
     assert predict.scores_whole_set is scores_whole_set
+
+
+def test_robustness_records_hold_fractions(views, tmp_path) -> None:
+    """One result schema: accuracy, std and the drop from clean are fractions (the drop was
+    stored in points before); the CLI prints the drop in points."""
+    from clipfuse.backbones import load_backbone
+    from clipfuse.data import open_dataset
+    from clipfuse.evaluation.robustness import robustness_study
+    from clipfuse.extraction.perturbations import Perturbation
+    from clipfuse.store import FeatureStore
+
+    train, _ = views
+    test = open_dataset(clipfuse.demo_source("fashion-mnist"), "test", limit=40)
+    result = robustness_study(
+        FeatureStore(tmp_path / "store"), [load_backbone(s) for s in train.specs], train, test,
+        [Perturbation("flip", 1)], ["safe_conf_mix"], shots=1, seeds=(0,), progress=False,
+    )  # fmt: skip
+    records = {(r["perturbation"], r["method"]): r for r in result["records"]}
+    for (_, method), r in records.items():
+        assert 0.0 <= r["accuracy"] <= 1.0 and "drop_points" not in r
+        clean = records[("clean", method)]["accuracy"]
+        assert r["drop"] == pytest.approx(clean - r["accuracy"], abs=1e-12)
+        assert -1.0 <= r["drop"] <= 1.0
