@@ -68,5 +68,5 @@ def demo_table(
         print("|---|---|---|---|")
         for r in result.summary():
             if r["kind"] == "method":
-                print(f"| {r['method']} | {r['budget']} | {r['gain_vs_reference_points']:+.2f} | "
-                      f"{r['worst_vs_reference_points']:+.2f} |")  # fmt: skip
+                print(f"| {r['method']} | {r['budget']} | {100 * r['gain_vs_reference']:+.2f} | "
+                      f"{100 * r['worst_vs_reference']:+.2f} |")  # fmt: skip

@@ -95,7 +95,9 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="default: 0-4 (demo), 200-204 (final)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=None, help="folder for results-<dataset>.json")
+    parser.add_argument(
+        "--out", default=None, help="folder for fusion-<protocol>-<dataset>.json (fractions)"
+    )
     parser.add_argument("--fit-time", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -129,10 +131,19 @@ def main() -> None:
         for r in rows:
             if r["kind"] != "method":
                 continue
-            worst = r["worst_vs_reference_points"]
-            print(f"| {r['method']} | {r['budget']} | {r['top1_mean']:.2f} | {r['top1_std']:.2f} | "
-                  f"{worst:+.2f} | {r['gain_vs_reference_points']:+.2f} | "
-                  f"{r['oracle_gap_share_pct']:+.1f} | {r['unlabelled'] or ''} |", flush=True)  # fmt: skip
+            p = {
+                k: 100 * (r[k] or 0.0)
+                for k in (
+                    "mean",
+                    "std",
+                    "worst_vs_reference",
+                    "gain_vs_reference",
+                    "oracle_gap_share",
+                )
+            }
+            print(f"| {r['method']} | {r['budget']} | {p['mean']:.2f} | {p['std']:.2f} | "
+                  f"{p['worst_vs_reference']:+.2f} | {p['gain_vs_reference']:+.2f} | "
+                  f"{p['oracle_gap_share']:+.1f} | {r['unlabelled'] or ''} |", flush=True)  # fmt: skip
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             path = Path(args.out) / f"fusion-{args.protocol}-{name}.json"

@@ -34,9 +34,16 @@ from _machine import describe  # noqa: E402
 from _suite import TASKS, load_task  # noqa: E402
 
 from clipfuse.evaluation.runner import evaluate_methods  # noqa: E402
+from clipfuse.evaluation.schema import pct  # noqa: E402
 
 METHODS = "safe_conf_mix,nlc,nlc_learn,zs_probe,lp_super_learner,tipf_super_learner,auto"
 HELD_SLACK = 0.5  # a cell is held if mean >= reference and worst seed >= reference - this
+# a cached cell holds points (percent), as its tables print: cell row key <- summary key (fractions)
+CELL_POINTS = {
+    "top1_mean": "mean", "top1_ci_low": "ci_low", "top1_ci_high": "ci_high",
+    "gain_vs_reference_points": "gain_vs_reference",
+    "worst_vs_reference_points": "worst_vs_reference", "oracle_gap_share_pct": "oracle_gap_share",
+}  # fmt: skip
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -83,20 +90,11 @@ def run_cell(task, spec: str, shots: list[int], seeds: list[int], store: str, ca
         "reference": 100 * max(result.singles.values()),
         "singles": {k: 100 * v for k, v in result.singles.items()},
         "oracle": 100 * result.oracle,
-        "rows": [
+        "rows": [  # the cell's own format, in points (tune_auto and the cache read it so)
             {
-                k: r[k]
-                for k in (
-                    "budget",
-                    "top1_mean",
-                    "top1_ci_low",
-                    "top1_ci_high",
-                    "gain_vs_reference_points",
-                    "worst_vs_reference_points",
-                    "oracle_gap_share_pct",
-                    "fit_s",
-                )
-                if k in r
+                "budget": r["budget"],
+                "fit_s": r["fit_s"],
+                **{old: pct(r[new]) for old, new in CELL_POINTS.items() if new in r},
             }
             for r in rows
         ],  # fmt: skip

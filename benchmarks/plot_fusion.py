@@ -14,6 +14,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from clipfuse.evaluation.schema import summary_rows
 from clipfuse.reports import BudgetCurveDisplay
 from clipfuse.reports._style import new_figure, png_bytes
 
@@ -22,22 +23,20 @@ METHODS = "safe_conf_mix,safe_mix,nlc,caruana,zs_probe"
 
 
 def budget_rows(result: dict) -> list[dict]:
-    """evaluation.json-style rows (shots, std, gain / worst seed vs the reference) of one result,
-    recomputed from its records: JSON written before the worst-seed column lacks it."""
-    ref = 100 * max(result["singles"].values())
+    """Summary rows (fractions, any schema) of one result with the gain and the worst seed vs
+    the reference recomputed from its records: JSON written before those columns lacks them."""
+    ref = max(result["singles"].values())
     top1: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in result["records"]:
-        top1[(r["method"], r["budget"])].append(100 * r["top1"])
+        top1[(r["method"], r["budget"])].append(r["top1"])
     rows = []
-    for r in result["summary"]:
+    for r in summary_rows(result):
         if r["kind"] != "method" or not r["budget"].endswith("-shot"):
             continue
         accs = top1[(r["method"], r["budget"])]
-        rows.append({
-            "method": r["method"], "shots": int(r["budget"].split("-")[0]),
-            "std": r["top1_std"] / 100, "gain_vs_reference": sum(accs) / len(accs) - ref,
-            "worst_vs_reference": min(accs) - ref,
-        })  # fmt: skip
+        shots = int(r["budget"].split("-")[0])
+        rows.append({**r, "shots": shots, "gain_vs_reference": sum(accs) / len(accs) - ref,
+                     "worst_vs_reference": min(accs) - ref})  # fmt: skip
     return rows
 
 

@@ -258,14 +258,41 @@ def test_runner_fills_costs_reports_compute_and_never_reads_test_labels(data, mo
 
 def test_tradeoff_report_is_json_ready(data) -> None:
     train, test = data
-    hold, tst = _bundle(train, "h"), _bundle(test, "t")
-    report = tradeoff_report(hold, tst, budgets=[3.0, 8.0], cascade_params=FAST, subset_params=FAST)
+    tr, tst = _bundle(train, "h"), _bundle(test, "t")
+    report = tradeoff_report(
+        tr, tst, shots=4, budgets=[3.0, 8.0], cascade_params=FAST, subset_params=FAST
+    )
     text = json.dumps(report)
     assert "NaN" not in text and report["cost_unit"] == "GFLOPs"
     assert [p["backbones"] for p in report["prefix_curve"]] == [1.0, 2.0, 3.0, 4.0]
     assert all(s["cost"] <= s["budget"] for s in report["subsets"])
     costs = [p["cost"] for p in report["pareto"]]
     assert costs == sorted(costs)
+    assert report["holdout"]["budget"] == "4-shot" and report["holdout"]["seed"] == 0
+
+
+def test_tradeoffs_run_the_protocol_and_match_evaluate() -> None:
+    """Issue 22: tradeoffs draws, fits, scores and costs through ``clipfuse.protocol``, so its
+    cascade and subset figures are the very numbers ``evaluate`` records for the same draw
+    (before, it fitted and scored on its own, in float32)."""
+    from clipfuse.evaluation.runner import evaluate_methods
+
+    world = SyntheticWorld(num_backbones=4, num_classes=6, feature_dims=(8, 12, 16, 10),
+                           p_competent_elsewhere=0.5, seed=2)  # fmt: skip
+    train, test = _bundle(world.sample(10, seed=0), "tr"), _bundle(world.sample(300, seed=1), "te")
+    report = tradeoff_report(
+        train, test, shots=4, seed=1, budgets=[8.0], cascade_params=FAST, subset_params=FAST
+    )
+    params = {"cascade": FAST, "subset_nlc": {**FAST, "budget_gflops": 8.0}}
+    result = evaluate_methods(train, test, ["cascade", "subset_nlc"], [(4, None)], [1],
+                              dataset="x", method_params=params, progress=False)  # fmt: skip
+    cascade, subset = result.records
+    assert report["cascade"]["accuracy"] == cascade.top1
+    assert report["cascade"]["cost"] == cascade.info["gflops_per_image"]
+    assert report["cascade"]["backbones"] == cascade.info["backbones_per_image"]
+    assert report["subsets"][0]["test_accuracy"] == subset.top1
+    assert report["subsets"][0]["backbones"] == subset.info["backbones"]
+    assert report["holdout"]["content_sha256"] == result.draws[0].content_hash
 
 
 def test_predict_runs_only_the_backbones_needed(

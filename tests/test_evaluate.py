@@ -134,9 +134,9 @@ def test_evaluate_writes_every_method_with_three_seeds(evaluated):
     kinds = [r["kind"] for r in results["summary"]]
     assert kinds.count("oracle") == 1 and kinds.count("reference") == 1
     assert kinds.count("single") == 2
-    singles = [r["top1_mean"] for r in results["summary"] if r["kind"] == "single"]
+    singles = [r["mean"] for r in results["summary"] if r["kind"] == "single"]
     oracle = next(r for r in results["summary"] if r["kind"] == "oracle")
-    assert oracle["top1_mean"] >= max(singles)
+    assert oracle["mean"] >= max(singles)
     assert results["command"][:2] == ["clipfuse", "evaluate"] and "all" in results["command"]
     assert results["config"]["method_params"]["nlc"] == {"steps": 50}
     assert results["config"]["seeds"] == [0, 1, 2]
@@ -146,7 +146,7 @@ def test_evaluate_writes_every_method_with_three_seeds(evaluated):
     with open(out / "results.csv", newline="") as f:
         csv_rows = {r["method"]: r for r in csv.DictReader(f) if r["kind"] == "method"}
     for method in CORE_METHODS:
-        assert float(csv_rows[method]["top1_mean"]) == pytest.approx(rows[method]["top1_mean"])
+        assert float(csv_rows[method]["mean"]) == pytest.approx(rows[method]["mean"])
 
 
 def test_statistics_recompute_from_per_seed_records(evaluated):
@@ -162,11 +162,11 @@ def test_statistics_recompute_from_per_seed_records(evaluated):
         acc = np.array([r["top1"] for r in records])
         base = np.array([r["baseline_top1"] for r in records])
         row = rows[method]
-        assert row["top1_mean"] == pytest.approx(100 * acc.mean())
-        assert row["top1_std"] == pytest.approx(100 * acc.std(ddof=1))
-        assert row["gain_points"] == pytest.approx(100 * (acc - base).mean())
-        assert row["gain_relative_pct"] == pytest.approx(100 * ((acc - base) / base).mean())
-        assert row["worst_delta_points"] == pytest.approx(100 * (acc - base).min())
+        assert row["mean"] == pytest.approx(acc.mean())  # fractions, like the records
+        assert row["std"] == pytest.approx(acc.std(ddof=1))
+        assert row["gain"] == pytest.approx((acc - base).mean())
+        assert row["gain_relative"] == pytest.approx(((acc - base) / base).mean())
+        assert row["worst_delta"] == pytest.approx((acc - base).min())
         assert row["fit_s"] == pytest.approx(np.mean([r["fit_s"] for r in records]))
         for r in records:  # the baseline's accuracy is that backbone's zero-shot test accuracy
             assert r["baseline_top1"] == results["singles"][r["baseline"]]
@@ -174,7 +174,63 @@ def test_statistics_recompute_from_per_seed_records(evaluated):
     for record in per_method["best_single"]:
         assert record["info"]["chosen"] == record["baseline"]
         assert record["top1"] == record["baseline_top1"]
-    assert rows["best_single"]["gain_points"] == 0 == rows["best_single"]["worst_delta_points"]
+    assert rows["best_single"]["gain"] == 0 == rows["best_single"]["worst_delta"]
+
+
+def test_results_json_holds_fractions_and_the_schema_marker(evaluated):
+    """One result schema: results.json, results.csv and evaluation.json hold fractions (the
+    records', the singles' and the summary's top-1 alike) and results.json says schema 2."""
+    from clipfuse.evaluation.schema import SCHEMA
+
+    _, _, _, out, _ = evaluated
+    results = json.loads((out / "results.json").read_text())
+    assert results["schema"] == SCHEMA == 2
+    for row in results["summary"]:
+        assert 0.0 <= row["mean"] <= 1.0 and 0.0 <= row["worst"] <= 1.0, row
+        assert not any(k.startswith("top1_") or k.endswith(("_points", "_pct")) for k in row)
+        if row["ci_low"] is not None:
+            assert 0.0 <= row["ci_low"] <= row["mean"] <= row["ci_high"] <= 1.0
+        for key in ("gain", "worst_delta", "gain_vs_reference", "worst_vs_reference"):
+            assert row.get(key) is None or -1.0 <= row[key] <= 1.0
+    singles = {r["method"]: r["mean"] for r in results["summary"] if r["kind"] == "single"}
+    assert singles == results["singles"]  # the same number, not 100x it
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["version"] == 2
+    by_key = {(r["method"], r["budget"]): r for r in results["summary"] if r["kind"] == "method"}
+    for row in report["rows"]:
+        if row["kind"] == "method":
+            assert row["mean"] == by_key[(row["method"], row["budget"])]["mean"]
+
+
+def test_legacy_adapter_reads_a_recorded_percent_file_to_the_same_numbers():
+    """benchmarks/results/*.json were written before schema 2 (percent, no marker) and are not
+    rewritten: `summary_rows` reads them as fractions, equal to the mean of their own per-seed
+    records (which were always fractions), and a schema-2 summary passes unchanged."""
+    from clipfuse.evaluation.schema import summary_rows
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks/results/labels-demo-auto-cifar10.json"
+    old = json.loads(path.read_text())
+    assert "schema" not in old and "top1_mean" in old["summary"][0]
+    rows = summary_rows(old)
+    per_seed = defaultdict(list)
+    for r in old["records"]:
+        per_seed[(r["method"], r["budget"])].append(r["top1"])
+    ref, methods = max(old["singles"].values()), 0
+    for new, legacy in zip(rows, old["summary"]):
+        assert new["mean"] == pytest.approx(legacy["top1_mean"] / 100, abs=1e-12)
+        if new["kind"] == "single":
+            assert new["mean"] == pytest.approx(old["singles"][new["method"]], abs=1e-12)
+        if new["kind"] == "method":
+            methods += 1
+            accs = per_seed[(new["method"], new["budget"])]
+            assert new["mean"] == pytest.approx(np.mean(accs), abs=1e-12)
+            assert new["worst"] == pytest.approx(min(accs), abs=1e-12)
+            assert new["gain_vs_reference"] == pytest.approx(np.mean(accs) - ref, abs=1e-12)
+            assert new["worst_vs_reference"] == pytest.approx(min(accs) - ref, abs=1e-12)
+            assert new["ci_low"] <= new["mean"] <= new["ci_high"] <= 1.0
+            assert "gain_vs_reference_points" not in new and "top1_mean" not in new
+    assert methods == 3  # auto at 1, 4 and 16 shots
+    assert summary_rows({"schema": 2, "summary": rows}) == rows
 
 
 def test_holdout_files_match_the_draws_and_baselines(evaluated, fusion_bed):
@@ -367,8 +423,10 @@ def test_specs_of_the_bed_are_the_tiny_backbones(fusion_bed):
 
 
 def _summary_row(method, kind, budget="-", gain=None, worst=None, top1=50.0):
-    return {"method": method, "kind": kind, "budget": budget, "top1_mean": top1,
-            "gain_vs_reference_points": gain, "worst_vs_reference_points": worst}  # fmt: skip
+    """A summary row from points (as the test reads), stored as fractions (schema 2)."""
+    frac = [None if v is None else v / 100 for v in (top1, gain, worst)]
+    return {"method": method, "kind": kind, "budget": budget, "mean": frac[0],
+            "gain_vs_reference": frac[1], "worst_vs_reference": frac[2]}  # fmt: skip
 
 
 def test_compact_table_answers_which_method_and_how_much_better():

@@ -9,7 +9,7 @@ from synthetic import SyntheticWorld, torch_threads
 from clipfuse.combiners import make_combiner
 from clipfuse.combiners.registry import RECOMMENDED
 from clipfuse.errors import FitError
-from clipfuse.evaluation.protocol import add_reference_columns
+from clipfuse.evaluation.records import add_reference_columns
 from clipfuse.evaluation.runner import expand_methods
 
 
@@ -145,14 +145,14 @@ def test_semi_mix_uses_pseudo_labels_and_records_the_fallback(data) -> None:
 
 def test_reference_columns() -> None:
     rows = [
-        {"kind": "method", "top1_mean": 55.0, "top1_worst": 49.5},
-        {"kind": "oracle", "top1_mean": 70.0, "top1_worst": 70.0},
+        {"kind": "method", "mean": 0.55, "worst": 0.495},
+        {"kind": "oracle", "mean": 0.70, "worst": 0.70},
     ]
-    add_reference_columns(rows, 0.50, 0.70)
-    assert rows[0]["gain_vs_reference_points"] == pytest.approx(5.0)
-    assert rows[0]["worst_vs_reference_points"] == pytest.approx(-0.5)
-    assert rows[0]["oracle_gap_share_pct"] == pytest.approx(25.0)
-    assert "gain_vs_reference_points" not in rows[1]
+    add_reference_columns(rows, 0.50, 0.70)  # fractions in, fractions out
+    assert rows[0]["gain_vs_reference"] == pytest.approx(0.05)
+    assert rows[0]["worst_vs_reference"] == pytest.approx(-0.005)
+    assert rows[0]["oracle_gap_share"] == pytest.approx(0.25)
+    assert "gain_vs_reference" not in rows[1]
 
 
 # ---- CLI: `fit` defaults to the recommended method; unlabelled rows are given and recorded ----
@@ -205,14 +205,14 @@ def test_evaluate_recommended_reports_reference_gap_and_unlabelled(fusion_bed, t
     }
     assert set(rows) == {"auto", "semi_mix"}
     assert rows["semi_mix"]["unlabelled"] == rows["auto"]["unlabelled"] == 190
-    assert all(r["gain_vs_reference_points"] is not None for r in rows.values())
+    assert all(r["gain_vs_reference"] is not None for r in rows.values())
     for r in rows.values():  # the worst seed's gain vs the reference is the worst seed's top-1
-        assert r["worst_vs_reference_points"] <= r["gain_vs_reference_points"]
-        assert r["top1_worst"] - r["worst_vs_reference_points"] == pytest.approx(
-            r["top1_mean"] - r["gain_vs_reference_points"]
+        assert r["worst_vs_reference"] <= r["gain_vs_reference"]
+        assert r["worst"] - r["worst_vs_reference"] == pytest.approx(
+            r["mean"] - r["gain_vs_reference"]
         )
     csv_header = (out / "results.csv").read_text().splitlines()[0].split(",")
-    assert {"gain_vs_reference_points", "worst_vs_reference_points", "oracle_gap_share_pct",
+    assert {"gain_vs_reference", "worst_vs_reference", "oracle_gap_share",
             "unlabelled", "transductive"} <= set(csv_header)  # fmt: skip
     report_rows = json.loads((out / "evaluation.json").read_text())["rows"]
     assert {r["method"] for r in report_rows if "gain_vs_reference" in r} == set(rows)

@@ -192,8 +192,8 @@ def test_no_relative_gain_against_a_near_zero_baseline():
 
     near_zero = _row("d", "nlc", "1-shot", 10, [0.05, 0.04], [0.0, 0.002], kind="method")
     usual = _row("d", "nlc", "1-shot", 10, [0.55, 0.54], [0.5, 0.5], kind="method")
-    assert near_zero["gain_points"] == pytest.approx(4.4)
-    assert near_zero["gain_relative_pct"] is None
-    assert usual["gain_relative_pct"] == pytest.approx(9.0)
+    assert near_zero["gain"] == pytest.approx(0.044)  # fractions; the table shows points
+    assert near_zero["gain_relative"] is None
+    assert usual["gain_relative"] == pytest.approx(0.09)
     table = format_markdown([near_zero])
     assert "+4.40 |  |" in table and "inf" not in table.lower()

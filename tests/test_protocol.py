@@ -1,5 +1,5 @@
-"""One protocol (issue 22): evaluate, fit and the robustness study give a method the same rows
-and record the same notes."""
+"""One protocol (issue 22): evaluate, fit, the robustness study and tradeoffs give a method the
+same rows and record the same notes; predict scores by the same whole-set rule."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import pytest
 
 import clipfuse
 from clipfuse.backbones import list_backbones
+from clipfuse.combiners import make_combiner
+from clipfuse.errors import ClipfuseError
 from clipfuse.evaluation.robustness import fit_on_clean, score_view
-from clipfuse.protocol import fit_on_draw, run_notes, score_on
+from clipfuse.protocol import fit_on_draw, run_notes, score_on, scores_whole_set
 
 pytestmark = pytest.mark.skipif(not list_backbones("zoo:*"), reason="no zoo weights shipped")
 
@@ -49,3 +51,39 @@ def test_run_notes_record_choice_costs_and_fit_notes(views) -> None:
     safe = fit_on_draw("safe_conf_mix", train, train.holdout(1, seed=0), seed=0)
     notes = run_notes(safe, test)
     assert notes["unlabelled"] == 50 and "prior" in notes and "choice" in notes
+
+
+def test_one_whole_set_rule_for_evaluate_and_predict() -> None:
+    """A transductive combiner is scored on the whole set (evaluate, tradeoffs) and refused by
+    predict unless asked; predict reads the protocol's rule instead of its own copy."""
+    from clipfuse.ensemble import predict
+
+    trans, plain = make_combiner("transclip"), make_combiner("nlc")
+    assert scores_whole_set(trans) and scores_whole_set(trans, allowed=True)
+    assert not scores_whole_set(plain) and not scores_whole_set(plain, allowed=False)
+    with pytest.raises(ClipfuseError, match=r"transductive=True \(CLI: --transductive\)"):
+        scores_whole_set(trans, allowed=False)
+    assert predict.scores_whole_set is scores_whole_set
+
+
+def test_robustness_records_hold_fractions(views, tmp_path) -> None:
+    """One result schema: accuracy, std and the drop from clean are fractions (the drop was
+    stored in points before); the CLI prints the drop in points."""
+    from clipfuse.backbones import load_backbone
+    from clipfuse.data import open_dataset
+    from clipfuse.evaluation.robustness import robustness_study
+    from clipfuse.extraction.perturbations import Perturbation
+    from clipfuse.store import FeatureStore
+
+    train, _ = views
+    test = open_dataset(clipfuse.demo_source("fashion-mnist"), "test", limit=40)
+    result = robustness_study(
+        FeatureStore(tmp_path / "store"), [load_backbone(s) for s in train.specs], train, test,
+        [Perturbation("flip", 1)], ["safe_conf_mix"], shots=1, seeds=(0,), progress=False,
+    )  # fmt: skip
+    records = {(r["perturbation"], r["method"]): r for r in result["records"]}
+    for (_, method), r in records.items():
+        assert 0.0 <= r["accuracy"] <= 1.0 and "drop_points" not in r
+        clean = records[("clean", method)]["accuracy"]
+        assert r["drop"] == pytest.approx(clean - r["accuracy"], abs=1e-12)
+        assert -1.0 <= r["drop"] <= 1.0

@@ -99,9 +99,9 @@ def results_dir(tmp_path_factory) -> Path:
                     "shots": 1,
                     "mean": r.best_accuracy + gain,
                     "std": 0.01,
-                    "gain_points": 100 * gain,
-                    "gain_relative": 100 * gain / r.best_accuracy,
-                    "worst_delta": 100 * gain - 1.5,
+                    "gain": gain,
+                    "gain_relative": gain / r.best_accuracy,
+                    "worst_delta": gain - 0.015,
                     "fit_s": 0.8,
                     "predict_s": 0.01,
                     "n_seeds": 5,
@@ -250,6 +250,24 @@ def test_evaluation_rows_merge_and_validation(tmp_path: Path) -> None:
         save_evaluation(tmp_path, [{**row, "mean": 61.3}])  # percent instead of fraction
 
 
+def test_version_1_evaluation_json_reads_and_merges_as_fractions(tmp_path: Path) -> None:
+    """A report folder written before the one schema (gains in points, shares in percent) still
+    reads, through the legacy adapter, and a new save into it upgrades the old rows."""
+    old = {"format": "clipfuse.evaluation", "version": 1, "rows": [
+        {"dataset": "d", "method": "nlc", "shots": 1, "mean": 0.55, "std": 0.01,
+         "gain_points": 2.5, "gain_relative": 5.0, "worst_delta": -0.5,
+         "gain_vs_reference": 1.25, "oracle_gap_share": 12.5}]}  # fmt: skip
+    (tmp_path / "evaluation.json").write_text(json.dumps(old))
+    (row,) = load_results(tmp_path).evaluation
+    assert row["mean"] == 0.55 and row["std"] == 0.01  # already fractions in version 1
+    assert row["gain"] == pytest.approx(0.025) and "gain_points" not in row
+    assert row["gain_relative"] == pytest.approx(0.05) and row["worst_delta"] == -0.005
+    assert row["gain_vs_reference"] == 0.0125 and row["oracle_gap_share"] == 0.125
+    save_evaluation(tmp_path, [{"dataset": "d", "method": "nlc", "shots": 4, "mean": 0.6}])
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    assert saved["version"] == 2 and saved["rows"][0]["gain"] == pytest.approx(0.025)
+
+
 def test_report_refuses_empty_directory(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="nothing to report"):
         write_report(tmp_path)
@@ -293,14 +311,15 @@ def test_report_sections_follow_files_present(tmp_path: Path) -> None:
 
 
 def _budget_rows(dataset: str) -> list[dict]:
-    """evaluation.json rows of two methods at 1 / 4 / 16 shots with issue 11's reference columns."""
+    """evaluation.json rows (fractions) of two methods at 1 / 4 / 16 shots with issue 11's
+    reference columns."""
     rows = []
     for method, base in (("safe_conf_mix", 2.0), ("nlc", 0.5)):
         for shots in (16, 1, 4):  # unsorted on purpose
-            gain = base + 0.1 * shots
+            gain = (base + 0.1 * shots) / 100
             rows.append({"dataset": dataset, "method": method, "shots": shots, "mean": 0.5,
                          "std": 0.004, "n_seeds": 5, "gain_vs_reference": gain,
-                         "worst_vs_reference": gain - 0.6, "oracle_gap_share": 10.0})  # fmt: skip
+                         "worst_vs_reference": gain - 0.006, "oracle_gap_share": 0.1})  # fmt: skip
     rows.append(
         {
             "dataset": dataset,
@@ -309,7 +328,7 @@ def _budget_rows(dataset: str) -> list[dict]:
             "mean": 0.5,
             "std": 0.0,
             "n_seeds": 5,
-            "gain_vs_reference": 9.0,
+            "gain_vs_reference": 0.09,
         }
     )  # fmt: skip  (a fraction: not drawn)
     return rows
@@ -500,9 +519,9 @@ def test_budget_display_many_methods_one_row_each() -> None:
     methods = [f"method_{k:02d}" for k in range(19)]
     for k, method in enumerate(methods):
         for shots in (1, 4, 16):
-            gain = 0.1 * k + 0.05 * shots
+            gain = 0.001 * k + 0.0005 * shots
             rows.append({"dataset": "x", "method": method, "shots": shots, "std": 0.004,
-                         "gain_vs_reference": gain, "worst_vs_reference": gain - 0.5})  # fmt: skip
+                         "gain_vs_reference": gain, "worst_vs_reference": gain - 0.005})  # fmt: skip
     disp = BudgetCurveDisplay.from_rows(rows)
     assert disp.layout == "rows"
     ticks = [t.get_text() for t in disp.ax_.get_yticklabels()]

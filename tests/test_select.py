@@ -121,7 +121,7 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> 
     small = [rng.random(200) < 0.6 for _ in range(3)]
     large = [rng.random(5000) < 0.6 for _ in range(3)]
     lo, hi = bootstrap_interval(small)
-    mean = 100 * np.mean(small)
+    mean = np.mean(small)  # the interval is in fractions, like the mean it brackets
     assert lo < mean < hi
     lo2, hi2 = bootstrap_interval(large)
     assert hi2 - lo2 < (hi - lo) / 2

@@ -58,7 +58,7 @@ def test_bad_input_is_one_line() -> None:
 
 def test_tables_flag_transductive_rows() -> None:
     row = {"method": "transclip", "budget": "1-shot", "labels": 10, "n_seeds": 1,
-           "top1_mean": 50.0, "top1_std": 0.0, "gain_points": None, "gain_relative_pct": None,
-           "worst_delta_points": None, "fit_s": 0.1, "predict_s": 0.1, "transductive": True}  # fmt: skip
+           "mean": 0.5, "std": 0.0, "gain": None, "gain_relative": None,
+           "worst_delta": None, "fit_s": 0.1, "predict_s": 0.1, "transductive": True}  # fmt: skip
     assert "| transclip (transductive) | 1-shot |" in format_markdown([row])
     assert "(transductive)" not in format_markdown([{**row, "transductive": False}])

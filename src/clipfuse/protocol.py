@@ -1,7 +1,8 @@
 """The evaluation protocol, written once: draw -> fit inputs -> fit -> score -> costs -> notes.
 
-``evaluate`` (``evaluation.runner``), ``fit`` (``ensemble.fit``) and the robustness study all go
-through these functions, so every caller gives a method the same rows: the labelled hold-out drawn
+``evaluate`` (``evaluation.runner``), ``fit`` (``ensemble.fit``), the robustness study and
+``tradeoffs`` (``cascade.curves.tradeoff_report``) all go through these functions, and ``predict``
+(``ensemble.predict``) scores by the same whole-set rule (``scores_whole_set``), so every caller gives a method the same rows: the labelled hold-out drawn
 from train, plus -- for a combiner that declares ``uses_unlabelled`` -- every other train image
 with ``y = -1`` (its label never passed), and records the same notes (before issue 22 the
 robustness copy gave no unlabelled rows).
@@ -16,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipfuse.cascade.costs import cost_info
 from clipfuse.combiners._compose import build_combiner
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.costs import cost_info
+from clipfuse.errors import ClipfuseError
 from clipfuse.logits.bundle import ViewBundle
 
 PREDICT_CHUNK = 4096  # test rows per cost computation
@@ -72,6 +74,18 @@ def fit_on_draw(
     return FittedRun(combiner, time.perf_counter() - start, info)
 
 
+def scores_whole_set(combiner: Combiner, *, allowed: bool = True) -> bool:
+    """Is ``combiner`` given the whole evaluated set at once rather than chunk by chunk? A
+    transductive one is (an image's answer depends on the others given), and only where the
+    caller opted in: ``predict`` passes its ``transductive`` flag, ``evaluate`` always scores it."""
+    if combiner.transductive and not allowed:
+        raise ClipfuseError(
+            f"{combiner.name} is transductive: each answer depends on the other images "
+            "given; pass transductive=True (CLI: --transductive) to score them all together"
+        )
+    return combiner.transductive
+
+
 def score_on(combiner: Combiner, test: ViewBundle) -> tuple[float, float]:
     """(top-1 on ``test``, seconds): chunked rows, a transductive combiner on the whole set."""
     correct, seconds = correct_on(combiner, test)
@@ -84,7 +98,7 @@ def correct_on(combiner: Combiner, test: ViewBundle) -> tuple[np.ndarray, float]
     per-image vector is what the bootstrap interval over evaluation images resamples."""
     start = time.perf_counter()
     n = test.labels.numel()
-    chunk = n if combiner.transductive else PREDICT_CHUNK
+    chunk = n if scores_whole_set(combiner) else PREDICT_CHUNK
     parts = []
     for lo in range(0, n, max(chunk, 1)):
         sl = slice(lo, min(n, lo + chunk))

@@ -7,7 +7,6 @@
 """
 
 from clipfuse.cascade.cascade import Cascade
-from clipfuse.cascade.costs import cost_info, fill_costs, resolve_costs
 from clipfuse.cascade.curves import (
     CostPoint,
     pareto_front,
@@ -18,6 +17,7 @@ from clipfuse.cascade.curves import (
 )
 from clipfuse.cascade.subset import SubsetChoice, SubsetNLC, search_subset
 from clipfuse.cascade.threshold import ALL_STAGES, threshold_for_accuracy, threshold_for_cost
+from clipfuse.combiners.costs import cost_info, fill_costs, resolve_costs
 
 CASCADE_COMBINERS = (Cascade, SubsetNLC)
 CASCADE_COMBINER_NAMES: tuple[str, ...] = tuple(cls.name for cls in CASCADE_COMBINERS)

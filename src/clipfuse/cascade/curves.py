@@ -1,8 +1,7 @@
 """Accuracy-vs-compute curves for reports: cascade prefixes, threshold sweeps, budgets, Pareto.
 
 Everything is FITTED on the hold-out; the test split only scores (its labels never reach a
-fit). Inputs are ``ViewBundle``-like objects (``features``, ``logits``, ``labels``, and on the
-test one ``gflops`` and ``names``).
+fit). ``tradeoff_report`` runs the methods through ``clipfuse.protocol``, as ``evaluate`` does.
 """
 
 from __future__ import annotations
@@ -15,9 +14,10 @@ import numpy as np
 import torch
 
 from clipfuse.cascade.cascade import Cascade
-from clipfuse.cascade.costs import fill_costs
-from clipfuse.cascade.subset import SubsetNLC
 from clipfuse.cascade.threshold import ALL_STAGES, operating_points
+from clipfuse.combiners.costs import GFLOPS
+from clipfuse.logits.bundle import ViewBundle
+from clipfuse.protocol import fit_on_draw, run_notes, score_on
 
 
 @dataclass(frozen=True)
@@ -79,44 +79,48 @@ def pareto_front(points: list[CostPoint]) -> list[CostPoint]:
 
 
 def tradeoff_report(
-    hold: Any,
-    test: Any,
+    train: ViewBundle,
+    test: ViewBundle,
     *,
+    shots: int | None = 1,
+    fraction: float | None = None,
+    seed: int = 0,
+    clamp: bool = False,
     budgets: list[float] | None = None,
     cascade_params: dict[str, Any] | None = None,
     subset_params: dict[str, Any] | None = None,
-    seed: int = 0,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """JSON-ready compute trade-offs of one hold-out draw, scored on test.
+    """JSON-ready compute trade-offs of one hold-out draw from ``train``, scored on ``test``.
 
-    Fits a cascade (``cascade_params``) and, per budget, a ``subset_nlc`` on ``hold``; returns
-    the cascade's operating point on test (accuracy, mean cost actually spent per image), its
-    prefix curve over 1..B backbones, its threshold sweep, the Pareto front of all of these
-    points, and each budget's chosen subset with its test accuracy and cost.
+    Runs the protocol (``clipfuse.protocol``: draw, fit inputs, fit, score, costs, notes) for a
+    cascade (``cascade_params``) and, per budget, a ``subset_nlc``, so their top-1 and compute
+    are the numbers ``evaluate`` records for them; returns the cascade's operating point on test
+    (accuracy, mean cost actually spent per image), its prefix curve over 1..B backbones, its
+    threshold sweep, the Pareto front of all of these points, and each budget's chosen subset
+    with its test accuracy and cost.
     """
+    hold = train.holdout(shots, fraction=fraction, seed=seed, clamp=clamp)
     names = list(test.names)
-    cascade = Cascade(seed=seed, device=device).set_params(**(cascade_params or {}))
-    fill_costs(cascade, list(test.gflops)).fit(hold.features, hold.logits, hold.labels)
-    pred, cost, used = cascade.predict_with_cost(test.features, test.logits)
-    y = test.labels.to(pred.device)
+    run = fit_on_draw("cascade", train, hold, params=cascade_params, seed=seed, device=device)
+    cascade = run.combiner
     prefix = prefix_points(cascade, test.features, test.logits, test.labels, names)
     sweep = threshold_points(cascade, test.features, test.logits, test.labels)
     subsets = []
     for budget in budgets or []:
         params = {**(subset_params or {}), "budget_gflops": budget}
-        sub = fill_costs(
-            SubsetNLC(seed=seed, device=device).set_params(**params), list(test.gflops)
-        )
-        sub.fit(hold.features, hold.logits, hold.labels)
-        acc = float((sub.predict(test.features, test.logits) == y).float().mean())
-        subsets.append({"budget": budget, "backbones": [names[b] for b in sub.subset_], "cost": sub.subset_cost_,
-                        "test_accuracy": acc, "search": sub.search_})  # fmt: skip
+        sub = fit_on_draw("subset_nlc", train, hold, params=params, seed=seed, device=device)
+        subsets.append({"budget": budget, "backbones": [names[b] for b in sub.combiner.subset_],
+                        "cost": sub.combiner.subset_cost_,
+                        "test_accuracy": score_on(sub.combiner, test)[0],
+                        "search": sub.combiner.search_})  # fmt: skip
+    notes = run_notes(run, test)
+    per_image = "gflops_per_image" if cascade.cost_unit_ == GFLOPS else "backbones_per_image"
     operating = CostPoint(
         "cascade",
-        float(cost.mean()),
-        float((pred == y).float().mean()),
-        float(used.float().mean()),
+        notes[per_image],
+        score_on(cascade, test)[0],
+        notes["backbones_per_image"],
         cascade.threshold_,
     )
     return {
@@ -131,4 +135,9 @@ def tradeoff_report(
         "threshold_curve": [asdict(p) for p in sweep],
         "pareto": [asdict(p) for p in pareto_front([*prefix, *sweep, operating])],
         "subsets": subsets,
+        "holdout": {
+            "budget": hold.draw.budget,
+            "seed": seed,
+            "content_sha256": hold.draw.content_hash,
+        },
     }

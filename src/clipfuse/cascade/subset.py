@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 
-from clipfuse.cascade.costs import resolve_costs
 from clipfuse.cascade.crossfit import crossfit_proba
 from clipfuse.cascade.search import (
     PROXIES,
@@ -41,6 +40,7 @@ from clipfuse.cascade.search import (
 )
 from clipfuse.combiners._compose import ControllerOwner
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.costs import resolve_costs
 from clipfuse.combiners.folds import can_crossfit
 from clipfuse.combiners.registry import combiner_from_state, register_combiner
 from clipfuse.errors import FitError

@@ -132,7 +132,7 @@ def cmd_robustness(args) -> int:
             "perturbation": f"{r['perturbation']}-{r['severity']}",
             "model": r["method"],
             "top1": float(r["accuracy"]),
-            "drop": r["drop_points"],
+            "drop": 100 * r["drop"],  # points on screen; a fraction in robustness.json
         }
         for r in result["records"]
     ]

@@ -277,23 +277,19 @@ def cmd_tradeoffs(args) -> int:
         ) from None
     train = open_view(args, store, args.train_split, limit=args.train_limit)
     test = open_view(args, store, args.test_split, limit=args.test_limit)
-    hold = train.holdout(shots, fraction=fraction, seed=args.seed, clamp=args.clamp_shots)
-    draw = hold.draw
     params = _method_params(args)
     report = tradeoff_report(
-        hold,
+        train,
         test,
+        shots=shots,
+        fraction=fraction,
+        seed=args.seed,
+        clamp=args.clamp_shots,
         budgets=budgets,
         cascade_params=params.get("cascade"),
         subset_params=params.get("subset_nlc"),
-        seed=args.seed,
         device=args.device,
     )
-    report["holdout"] = {
-        "budget": draw.budget,
-        "seed": args.seed,
-        "content_sha256": draw.content_hash,
-    }
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, "tradeoffs.json").write_text(json.dumps(report, indent=1))
     if args.json:

@@ -26,7 +26,6 @@ from clipfuse.data.dataset import ImageDataset
 from clipfuse.data.image_failures import failure_record
 from clipfuse.data.sources import files_dataset
 from clipfuse.ensemble.inputs import in_memory
-from clipfuse.errors import ClipfuseError
 from clipfuse.extraction.decode_once import (
     DecodeOnceDataset,
     ShardNeeds,
@@ -35,6 +34,7 @@ from clipfuse.extraction.decode_once import (
 )
 from clipfuse.extraction.engine import default_workers, preprocess_key
 from clipfuse.extraction.threads import compute_threads
+from clipfuse.protocol import scores_whole_set
 
 if TYPE_CHECKING:
     from clipfuse.ensemble.saved import SavedEnsemble
@@ -224,12 +224,7 @@ def fused_batches(
 
     A transductive combiner is refused unless ``transductive=True``; then every image is
     encoded first and all of them are fused together (one answer for the whole set given)."""
-    whole = ensemble.combiner.transductive
-    if whole and not transductive:
-        raise ClipfuseError(
-            f"{ensemble.combiner.name} is transductive: each answer depends on the other images "
-            "given; pass transductive=True (CLI: --transductive) to score them all together"
-        )
+    whole = scores_whole_set(ensemble.combiner, allowed=transductive)
     if num_workers is None and in_memory(dataset):
         num_workers = 0  # workers would copy the caller's arrays for nothing
     kept: list[int] = []

@@ -14,27 +14,28 @@ from clipfuse.evaluation.tables import format_markdown
 from clipfuse.paths import ensure_dir
 from clipfuse.reports.results import save_evaluation, save_temperatures
 
-CSV_COLUMNS = [
+CSV_COLUMNS = [  # the summary's schema (evaluation.schema): accuracies and gains as fractions
     "dataset",
     "method",
     "kind",
     "budget",
     "labels",
     "n_seeds",
-    "top1_mean",
-    "top1_std",
-    "top1_ci_low",
-    "top1_ci_high",
-    "gain_points",
-    "gain_relative_pct",
-    "worst_delta_points",
+    "mean",
+    "std",
+    "worst",
+    "ci_low",
+    "ci_high",
+    "gain",
+    "gain_relative",
+    "worst_delta",
     "fit_s",
     "predict_s",
     "gflops_per_image",
     "backbones_per_image",
-    "gain_vs_reference_points",
-    "worst_vs_reference_points",
-    "oracle_gap_share_pct",
+    "gain_vs_reference",
+    "worst_vs_reference",
+    "oracle_gap_share",
     "unlabelled",
     "transductive",
 ]
@@ -72,7 +73,8 @@ def write_results(
         f"# {result.dataset}: {len(result.backbones)} backbones, train view `{result.train_view}`, "
         f"test view `{result.test_view}`\n\n"
         f"Seeds: {result.config['seeds']}. Gains are against the single backbone chosen on each hold-out; "
-        "± is the sample std over seeds; worst Δ is the lowest per-seed gain.\n\n"
+        "± is the sample std over seeds; worst Δ is the lowest per-seed gain. "
+        "Top-1 and gains in percent here; results.json and results.csv hold fractions.\n\n"
         f"Command: `{shlex.join(payload['command'])}`\n\n"
     )
     paths["md"].write_text(header + format_markdown(rows) + "\n")
@@ -98,42 +100,16 @@ def write_results(
 
 
 def report_rows(result: EvaluationResult) -> list[dict]:
-    """Summary rows in the report's evaluation.json schema (accuracies as fractions)."""
+    """The summary rows the report's evaluation.json holds: the same schema, without the
+    reference row, plus ``gflops`` (a backbone's own, or what a method spent per image)."""
     rows = []
     gflops = result.config.get("gflops") or {}
     for r in result.summary():
         if r["kind"] == "reference":
             continue
-        shots = r["budget"]
-        if shots.endswith("-shot") and shots[0].isdigit():
-            shots = int(shots.split("-")[0])
-        row = {
-            "dataset": r["dataset"],
-            "method": r["method"],
-            "shots": shots,
-            "mean": r["top1_mean"] / 100,
-            "std": r["top1_std"] / 100,
-            "n_seeds": r["n_seeds"],
-            "kind": r["kind"],
-        }
-        for src, dst in (
-            ("gain_points", "gain_points"),
-            ("gain_relative_pct", "gain_relative"),
-            ("worst_delta_points", "worst_delta"),
-            ("fit_s", "fit_s"),
-            ("predict_s", "predict_s"),
-            ("gain_vs_reference_points", "gain_vs_reference"),
-            ("worst_vs_reference_points", "worst_vs_reference"),
-            ("oracle_gap_share_pct", "oracle_gap_share"),
-            ("unlabelled", "unlabelled"),
-        ):
-            if r.get(src) is not None:
-                row[dst] = r[src]
-        if r.get("transductive"):
-            row["transductive"] = True
         if r["method"] in gflops:
-            row["gflops"] = gflops[r["method"]]
+            r["gflops"] = gflops[r["method"]]
         elif r.get("gflops_per_image") is not None:
-            row["gflops"] = r["gflops_per_image"]  # compute actually spent (cascade, subset)
-        rows.append(row)
+            r["gflops"] = r["gflops_per_image"]  # compute actually spent (cascade, subset)
+        rows.append({k: v for k, v in r.items() if v is not None and v is not False})
     return rows

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from clipfuse.data.holdout import HoldoutDraw
-from clipfuse.evaluation.protocol import add_reference_columns
+from clipfuse.evaluation.schema import SCHEMA
 
 
 @dataclass
@@ -54,7 +54,8 @@ class EvaluationResult:
     single_correct: dict[str, np.ndarray] | None = None  # per backbone, per evaluation image
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per single backbone, per (method, budget), plus reference and oracle rows."""
+        """One row per single backbone, per (method, budget), plus reference and oracle rows;
+        accuracies, gains and shares as fractions (``evaluation.schema``)."""
         rows: list[dict[str, Any]] = []
         single_correct = self.single_correct or {}
         for name, acc in self.singles.items():
@@ -107,6 +108,7 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": SCHEMA,
             "dataset": self.dataset,
             "train_view": self.train_view,
             "test_view": self.test_view,
@@ -136,7 +138,7 @@ BOOTSTRAP_SEED = 0
 
 
 def bootstrap_interval(correct: list[np.ndarray], level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval (points) of the mean top-1 over seeds, resampling the
+    """Percentile bootstrap interval (fractions) of the mean top-1 over seeds, resampling the
     evaluation images (the same resample for every seed, as torchgeo-bench does over its test
     set): how much the figure would move on another draw of images like these."""
     per_image = np.mean(np.stack([np.asarray(c, dtype=float) for c in correct]), axis=0)
@@ -144,13 +146,12 @@ def bootstrap_interval(correct: list[np.ndarray], level: float = 0.95) -> tuple[
     idx = rng.integers(0, per_image.size, size=(BOOTSTRAP_RESAMPLES, per_image.size))
     means = per_image[idx].mean(axis=1)
     tail = 100 * (1 - level) / 2
-    return 100 * float(np.percentile(means, tail)), 100 * float(np.percentile(means, 100 - tail))
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
 def _add_interval(row: dict[str, Any], correct: list[np.ndarray]) -> None:
-    """``top1_ci_low`` / ``top1_ci_high`` (None when no per-image results were kept)."""
-    lo_hi = bootstrap_interval(correct) if correct else (None, None)
-    row["top1_ci_low"], row["top1_ci_high"] = lo_hi
+    """``ci_low`` / ``ci_high`` (None when no per-image results were kept)."""
+    row["ci_low"], row["ci_high"] = bootstrap_interval(correct) if correct else (None, None)
 
 
 MIN_RELATIVE_BASELINE = 0.01  # relative gains only against a baseline of >= 1 % top-1 on every seed
@@ -178,20 +179,37 @@ def _row(
         "labels": labels,
         "n_seeds": len(accs) if kind == "method" else 0,
         "seeds": seeds or [],
-        "top1_mean": 100 * float(accs_a.mean()),
-        "top1_std": 100 * float(accs_a.std(ddof=1)) if len(accs) > 1 else 0.0,
-        "top1_worst": 100 * float(accs_a.min()),
-        "gain_points": None,
-        "gain_relative_pct": None,
-        "worst_delta_points": None,
+        "shots": int(budget.split("-")[0]) if _is_shots(budget) else budget,
+        "mean": float(accs_a.mean()),
+        "std": float(accs_a.std(ddof=1)) if len(accs) > 1 else 0.0,
+        "worst": float(accs_a.min()),
+        "gain": None,
+        "gain_relative": None,
+        "worst_delta": None,
         "fit_s": fit_s,
         "predict_s": predict_s,
     }
     if baselines is not None:
         base = np.asarray(baselines, dtype=float)
         delta = accs_a - base
-        row["gain_points"] = 100 * float(delta.mean())
+        row["gain"] = float(delta.mean())
         if base.min() >= MIN_RELATIVE_BASELINE:  # else a ratio to ~0: huge, meaningless
-            row["gain_relative_pct"] = 100 * float(np.mean(delta / base))
-        row["worst_delta_points"] = 100 * float(delta.min())
+            row["gain_relative"] = float(np.mean(delta / base))
+        row["worst_delta"] = float(delta.min())
     return row
+
+
+def _is_shots(budget: str) -> bool:
+    return budget.endswith("-shot") and budget[0].isdigit()
+
+
+def add_reference_columns(rows: list[dict[str, Any]], reference: float, oracle: float) -> None:
+    """Per method row: gain vs the backbone best on the evaluated set (a reference, not a method),
+    its worst seed's gain, and the share of the oracle gap captured (fractions)."""
+    for row in rows:
+        if row["kind"] != "method":
+            continue
+        row["gain_vs_reference"] = row["mean"] - reference
+        row["worst_vs_reference"] = row["worst"] - reference
+        gap = oracle - reference
+        row["oracle_gap_share"] = row["gain_vs_reference"] / gap if gap > 0 else None

@@ -66,7 +66,8 @@ def robustness_study(
     progress: bool = True,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Records of {perturbation, severity, method, accuracy (mean over seeds), std, drop}."""
+    """Records of {perturbation, severity, method, accuracy (mean over seeds), std, drop}, all
+    fractions (``evaluation.schema``; the CLI prints the drop in points)."""
     specs = [b.info.spec for b in backbones]
     extract(
         backbones,
@@ -100,7 +101,7 @@ def robustness_study(
                     "kind": "ensemble" if model in fitted else "single",
                     "accuracy": mean,
                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-                    "drop_points": 100 * (float(np.mean(clean_scores[model])) - mean),
+                    "drop": float(np.mean(clean_scores[model])) - mean,
                     "n_seeds": len(values),
                 }
             )

@@ -1,9 +1,13 @@
-"""The evaluation table as GitHub Markdown (results.md, the demo's and the README's tables)."""
+"""The evaluation table as GitHub Markdown (results.md, the demo's and the README's tables).
+
+Rows hold fractions (``evaluation.schema``); these tables are where they become percent."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from clipfuse.evaluation.schema import pct
 
 
 def format_markdown(rows: list[dict[str, Any]]) -> str:
@@ -13,8 +17,11 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
     def num(v, fmt="{:.2f}"):
         return "" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
+    def points(key, fmt="{:+.2f}"):
+        return num(pct(r.get(key)), fmt)
+
     costs = any(r.get("gflops_per_image") is not None for r in rows)
-    ref = any(r.get("gain_vs_reference_points") is not None for r in rows)
+    ref = any(r.get("gain_vs_reference") is not None for r in rows)
     header = "| method | budget | labels | seeds | top-1 (%) ± std [95 % CI] | gain (pts) | gain (rel %) | worst Δ (pts) | fit (s) | predict (s) |"
     header += " GFLOPs/img |" if costs else ""
     header += (
@@ -25,20 +32,20 @@ def format_markdown(rows: list[dict[str, Any]]) -> str:
     )
     lines = [header, "|---" * (10 + costs + 4 * ref) + "|"]
     for r in rows:
-        acc = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if r["n_seeds"] > 1 else "")
-        if r.get("top1_ci_low") is not None:  # bootstrap 95 % interval over evaluation images
-            acc += f" [{r['top1_ci_low']:.2f}, {r['top1_ci_high']:.2f}]"
+        acc = f"{pct(r['mean']):.2f}" + (f" ± {pct(r['std']):.2f}" if r["n_seeds"] > 1 else "")
+        if r.get("ci_low") is not None:  # bootstrap 95 % interval over evaluation images
+            acc += f" [{pct(r['ci_low']):.2f}, {pct(r['ci_high']):.2f}]"
         line = (
             f"| {r['method']}{' (transductive)' if r.get('transductive') else ''} | {r['budget']} | {r['labels'] or ''} | {r['n_seeds'] or ''} | {acc} | "
-            f"{num(r['gain_points'], '{:+.2f}')} | {num(r['gain_relative_pct'], '{:+.2f}')} | "
-            f"{num(r['worst_delta_points'], '{:+.2f}')} | {num(r['fit_s'], '{:.3f}')} | {num(r['predict_s'], '{:.3f}')} |"
+            f"{points('gain')} | {points('gain_relative')} | "
+            f"{points('worst_delta')} | {num(r['fit_s'], '{:.3f}')} | {num(r['predict_s'], '{:.3f}')} |"
         )
         line += f" {num(r.get('gflops_per_image'), '{:.4f}')} |" if costs else ""
         if ref:
             line += (
-                f" {num(r.get('gain_vs_reference_points'), '{:+.2f}')} |"
-                f" {num(r.get('worst_vs_reference_points'), '{:+.2f}')} |"
-                f" {num(r.get('oracle_gap_share_pct'), '{:+.1f}')} | {r.get('unlabelled') or ''} |"
+                f" {points('gain_vs_reference')} |"
+                f" {points('worst_vs_reference')} |"
+                f" {points('oracle_gap_share', '{:+.1f}')} | {r.get('unlabelled') or ''} |"
             )
         lines.append(line)
     return "\n".join(lines)
@@ -56,9 +63,9 @@ def format_compact(rows: list[dict[str, Any]], recommended: str) -> str:
     singles = [r for r in rows if r["kind"] == "single"]
     oracle = next((r for r in rows if r["kind"] == "oracle"), None)
     methods = [r for r in rows if r["kind"] == "method"]
-    parts = [f"{r['method']} {r['top1_mean']:.2f}" for r in singles]
+    parts = [f"{r['method']} {pct(r['mean']):.2f}" for r in singles]
     if oracle is not None:
-        parts.append(f"oracle {oracle['top1_mean']:.2f}")
+        parts.append(f"oracle {pct(oracle['mean']):.2f}")
     lines = ["zero-shot top-1 (%): " + " · ".join(parts)]
     budgets = list(dict.fromkeys(r["budget"] for r in methods))
     shown = [m for m in (recommended, *COMPACT_METHODS) if any(r["method"] == m for r in methods)]
@@ -78,16 +85,16 @@ def format_compact(rows: list[dict[str, Any]], recommended: str) -> str:
         cells = []
         for b in budgets:
             r = by_key.get((name, b))
-            gain = None if r is None else r.get("gain_vs_reference_points")
+            gain = None if r is None else pct(r.get("gain_vs_reference"))
             cells.append(
-                "" if gain is None else f"{gain:+.2f} ({r['worst_vs_reference_points']:+.2f})"
+                "" if gain is None else f"{gain:+.2f} ({pct(r['worst_vs_reference']):+.2f})"
             )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if singles:
-        best = max(singles, key=lambda r: r["top1_mean"])
+        best = max(singles, key=lambda r: r["mean"])
         lines.append(
             f"\nbest backbone on these images (the reference; chosen with their labels): "
-            f"{best['method']}, {best['top1_mean']:.2f} %"
+            f"{best['method']}, {pct(best['mean']):.2f} %"
         )
     lines.append(use_line(methods, recommended))
     return "\n".join(lines)
@@ -100,6 +107,6 @@ def use_line(methods: list[dict[str, Any]], recommended: str) -> str:
     if not ours:
         return f"use: {recommended} (`clipfuse fit` without --method); not evaluated here"
     last = ours[-1]
-    gain = last.get("gain_vs_reference_points")
+    gain = pct(last.get("gain_vs_reference"))
     said = "" if gain is None else f": {gain:+.2f} points vs the best backbone at {last['budget']}"
     return f"use: {recommended} (`clipfuse fit` without --method){said}"

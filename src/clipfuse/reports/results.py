@@ -1,8 +1,8 @@
 """The results directory: the files :func:`clipfuse.reports.write_report` reads, and writers.
 
-Every file is optional; the report has one section per file present. Accuracies are
-fractions in [0, 1] in every file (the report prints percent); ``gain_points`` and
-``worst_delta`` are percentage points (100 x difference), ``gain_relative`` is percent.
+Every file is optional; the report has one section per file present. Accuracies, their
+differences and ratios are fractions in every file (0.0123 = 1.23 points; the report prints
+percent): one schema, ``clipfuse.evaluation.schema``.
 
 ``analysis.json`` (written by :func:`save_analysis`)::
 
@@ -13,25 +13,29 @@ fractions in [0, 1] in every file (the report prints percent); ``gain_points`` a
          "gflops": {"<backbone>": float},                      # optional, image encoder GFLOPs
          "info": {...}}}}                                      # optional, free-form provenance
 
-``evaluation.json`` (:func:`save_evaluation`): one row per (dataset, method, shots)::
+``evaluation.json`` (:func:`save_evaluation`): one row per (dataset, method, shots), the
+summary rows of ``EvaluationResult.summary()``::
 
-    {"format": "clipfuse.evaluation", "version": 1,
+    {"format": "clipfuse.evaluation", "version": 2,
      "rows": [{"dataset": str, "method": str, "shots": int | str, "mean": float,
-               "std": float, "gain_points": float, "gain_relative": float,
+               "std": float, "gain": float, "gain_relative": float,
                "worst_delta": float, "fit_s": float, "predict_s": float,
                "n_seeds": int, "gflops": float (optional),
-               # optional, issue 11: points vs the backbone best on the evaluated images (a
-               # reference, not a method), its worst seed, % of the oracle gap captured,
+               # optional, issue 11: gain vs the backbone best on the evaluated images (a
+               # reference, not a method), its worst seed, share of the oracle gap captured,
                # unlabelled train rows given to the method, transductive flag
                "gain_vs_reference": float, "worst_vs_reference": float,
                "oracle_gap_share": float, "unlabelled": int, "transductive": bool}],
      "protocol": {...}}   # optional: splits, seeds, hyperparameters, printed verbatim
 
+Version 1 (gains in points, shares in percent) is read through ``upgrade_rows``; a save into a
+version-1 file upgrades its rows.
+
 ``robustness.json`` (:func:`save_robustness`)::
 
     {"format": "clipfuse.robustness", "version": 1,
      "records": [{"dataset": str, "perturbation": str, "severity": float,
-                  "method": str, "accuracy": float}]}
+                  "method": str, "accuracy": float, "drop": float (optional)}]}
 
 ``temperatures.safetensors`` (:func:`save_temperatures`): per dataset the NLC temperatures on
 its evaluation samples, tensors ``"<dataset>/temperatures"`` (N, B) float32 and
@@ -59,6 +63,7 @@ from clipfuse._validation import to_tensor
 from clipfuse.analysis import CKAResult, ComplementarityResult
 from clipfuse.analysis._arrays import ArrayLike, backbone_names, check_labels
 from clipfuse.errors import DataError
+from clipfuse.evaluation.schema import upgrade_rows
 from clipfuse.hashing import CACHE_ROOT, value_hash
 from clipfuse.store.atomic import atomic_write_bytes
 from clipfuse.store.locking import file_lock
@@ -68,6 +73,7 @@ EVALUATION_FILE = "evaluation.json"
 ROBUSTNESS_FILE = "robustness.json"
 TEMPERATURES_FILE = "temperatures.safetensors"
 FORMAT_VERSION = 1
+EVALUATION_VERSION = 2  # the one result schema (fractions); version 1 held points
 
 EVALUATION_KEY = ("dataset", "method", "shots")
 ROBUSTNESS_KEY = ("dataset", "perturbation", "severity", "method")
@@ -112,15 +118,26 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
 
 
-def _read_json(path: Path, fmt: str) -> dict[str, Any]:
+def _read_json(
+    path: Path, fmt: str, versions: tuple[int, ...] = (FORMAT_VERSION,)
+) -> dict[str, Any]:
     try:
         obj = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     if not isinstance(obj, dict) or obj.get("format") != fmt:
         raise DataError(f"{path} is not a {fmt} file (missing 'format': {fmt!r})")
-    if obj.get("version") != FORMAT_VERSION:
-        raise DataError(f"{path} has version {obj.get('version')!r}, expected {FORMAT_VERSION}")
+    if obj.get("version") not in versions:
+        expected = " or ".join(map(str, versions))
+        raise DataError(f"{path} has version {obj.get('version')!r}, expected {expected}")
+    return obj
+
+
+def _read_evaluation(path: Path) -> dict[str, Any]:
+    """evaluation.json with its rows in the current schema (a version-1 file upgraded)."""
+    obj = _read_json(path, "clipfuse.evaluation", (1, EVALUATION_VERSION))
+    obj["rows"] = upgrade_rows(obj.get("rows", []), obj["version"])
+    obj["version"] = EVALUATION_VERSION
     return obj
 
 
@@ -137,11 +154,16 @@ def results_lock(path: Path):
     return file_lock(CACHE_ROOT / "locks" / f"results-{key}.lock", RESULTS_LOCK_TIMEOUT_S)
 
 
-def _update_json(path: Path, fmt: str, update: Any) -> None:
+def _update_json(
+    path: Path, fmt: str, update: Any, version: int = FORMAT_VERSION, read=None
+) -> None:
     """Read-modify-write under a file lock: several runs may add to one results directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with results_lock(path):
-        obj = _read_json(path, fmt) if path.exists() else {"format": fmt, "version": 1}
+        if not path.exists():
+            obj = {"format": fmt, "version": version}
+        else:
+            obj = read(path) if read is not None else _read_json(path, fmt)
         update(obj)
         _write_json(path, obj)
 
@@ -195,7 +217,7 @@ def save_evaluation(
             obj["protocol"] = dict(protocol)
 
     path = Path(results_dir) / EVALUATION_FILE
-    _update_json(path, "clipfuse.evaluation", update)
+    _update_json(path, "clipfuse.evaluation", update, EVALUATION_VERSION, _read_evaluation)
     return path
 
 
@@ -321,7 +343,7 @@ def load_results(results_dir: str | os.PathLike[str]) -> Results:
     if (root / ANALYSIS_FILE).exists():
         analysis = _load_analysis(root / ANALYSIS_FILE)
     if (root / EVALUATION_FILE).exists():
-        obj = _read_json(root / EVALUATION_FILE, "clipfuse.evaluation")
+        obj = _read_evaluation(root / EVALUATION_FILE)
         evaluation = [_check_evaluation_row(dict(r)) for r in obj.get("rows", [])]
         protocol = obj.get("protocol")
     if (root / ROBUSTNESS_FILE).exists():

@@ -185,18 +185,18 @@ def _compute_figure(
     )
 
 
-_EVAL_COLUMNS = (
+_EVAL_COLUMNS = (  # rows hold fractions (evaluation.schema); the table shows percent / points
     ("dataset", "dataset", None, 1.0),
     ("method", "method", None, 1.0),
     ("shots", "shots", None, 1.0),
     ("mean", "accuracy (%)", "{:.2f}", 100.0),
     ("std", "± std", "{:.2f}", 100.0),
-    ("gain_points", "gain (points)", "{:+.2f}", 1.0),
-    ("gain_relative", "gain (%)", "{:+.2f}", 1.0),
-    ("worst_delta", "worst Δ (points)", "{:+.2f}", 1.0),
-    ("gain_vs_reference", "vs reference (points)", "{:+.2f}", 1.0),
-    ("worst_vs_reference", "worst seed vs reference", "{:+.2f}", 1.0),
-    ("oracle_gap_share", "oracle gap (%)", "{:+.1f}", 1.0),
+    ("gain", "gain (points)", "{:+.2f}", 100.0),
+    ("gain_relative", "gain (%)", "{:+.2f}", 100.0),
+    ("worst_delta", "worst Δ (points)", "{:+.2f}", 100.0),
+    ("gain_vs_reference", "vs reference (points)", "{:+.2f}", 100.0),
+    ("worst_vs_reference", "worst seed vs reference", "{:+.2f}", 100.0),
+    ("oracle_gap_share", "oracle gap (%)", "{:+.1f}", 100.0),
     ("fit_s", "fit (s)", "{:.3g}", 1.0),
     ("predict_s", "predict (s)", "{:.3g}", 1.0),
     ("n_seeds", "seeds", "{:d}", 1.0),
@@ -266,9 +266,10 @@ def _diversity_gain_section(
     """Correlation of diversity and ``method``'s gain across datasets, per shots setting."""
     groups: dict[str, dict[str, float]] = {}
     for row in rows:
-        if row.get("method") == method and row.get("gain_points") is not None:
+        if row.get("method") == method and row.get("gain") is not None:
             if row["dataset"] in analysis:
-                groups.setdefault(str(row.get("shots")), {})[row["dataset"]] = row["gain_points"]
+                points = 100 * row["gain"]
+                groups.setdefault(str(row.get("shots")), {})[row["dataset"]] = points
     groups = {s: g for s, g in groups.items() if len(g) >= 3}
     if not groups:
         return None

@@ -70,8 +70,9 @@ class BudgetCurveDisplay:
         layout: str = "auto",
         ax: Axes | None = None,
     ) -> BudgetCurveDisplay:
-        """From evaluation.json rows with integer ``shots`` and ``gain_vs_reference`` (issue 11's
-        columns); rows of other budgets (fractions) and methods not in ``methods`` are skipped."""
+        """From evaluation.json rows (fractions) with integer ``shots`` and ``gain_vs_reference``
+        (issue 11's columns); rows of other budgets (a fraction of train) and methods not in
+        ``methods`` are skipped."""
         points: dict[str, list[tuple[float, float, float, float]]] = {}
         try:
             for r in rows:
@@ -83,9 +84,9 @@ class BudgetCurveDisplay:
                 if not isinstance(shots, int) or isinstance(shots, bool) or gain is None:
                     continue
                 worst = r.get("worst_vs_reference", gain)
-                std = 100 * float(r.get("std") or 0.0)  # top-1 std; the reference is constant
-                points.setdefault(str(r["method"]), []).append(
-                    (float(shots), float(gain), std, float(worst))
+                std = float(r.get("std") or 0.0)  # top-1 std; the reference is constant
+                points.setdefault(str(r["method"]), []).append(  # fractions -> points
+                    (float(shots), 100 * float(gain), 100 * std, 100 * float(worst))
                 )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"malformed evaluation row: {exc!r}") from exc

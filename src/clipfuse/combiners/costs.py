@@ -4,6 +4,10 @@ Fusion inputs carry no costs, so combiners that trade accuracy for compute take 
 ``gflops`` parameter; ``fill_costs`` sets it from ``ViewBundle.gflops`` (the store records
 each backbone's image-tower GFLOPs at extraction). Without costs every backbone costs 1, i.e.
 budgets count backbones. The controller MLP's own cost (~2 MFLOPs) is not counted.
+
+It sits below ``cascade/`` (which charges stages with it) and ``clipfuse.protocol`` (which records
+every method's compute with ``cost_info``), so the protocol does not import the cascade package
+and the cascade code's tradeoff curves can run through the protocol without an import cycle.
 """
 
 from __future__ import annotations
