@@ -98,25 +98,45 @@ def _extract_view(store, specs, dataset, transform, progress):
     return view_name(dataset, key)
 
 
-def pool_and_eval_datasets(name: str):
-    """(pool dataset = zoo train hold-out, evaluation dataset = shipped demo test images)."""
+def _rows(dataset, keep: np.ndarray):
+    """``dataset`` restricted to the positions ``keep`` (sorted)."""
+    return replace(
+        dataset,
+        labels=np.asarray(dataset.labels)[keep],
+        sample_ids=[dataset.sample_ids[k] for k in keep],
+        positions=dataset.positions[keep],
+        limit=len(keep),
+    )
+
+
+def report_eval_dataset(name: str, n: int = 2000):
+    """FINAL REPORTING ONLY (never for choosing): ``n`` class-balanced test images outside the
+    shipped demo subset (which is ``balanced_subset(test labels, 2000, seed=0)``, PROVENANCE.md)."""
+    from clipfuse.data import open_dataset
+    from clipfuse.data.sampling import balanced_subset
+    from clipfuse.zoo.trainset import default_sources
+
+    test = open_dataset(default_sources()[name], "test")
+    labels = np.asarray(test.labels)
+    rest = np.setdiff1d(np.arange(len(labels)), balanced_subset(labels, 2000, seed=0))
+    return _rows(test, np.sort(rest[balanced_subset(labels[rest], n, seed=1)]))
+
+
+def pool_and_eval_datasets(name: str, report: bool = False):
+    """(pool dataset = zoo train hold-out, evaluation dataset = shipped demo test images, or with
+    ``report`` the final-report images of ``report_eval_dataset``)."""
     from clipfuse.data import open_dataset
     from clipfuse.demo import DEMO_DATASETS
     from clipfuse.zoo.trainset import default_sources, holdout_positions
 
     train = open_dataset(default_sources()[name], "train")
-    keep = holdout_positions(np.asarray(train.labels))
-    pool = replace(
-        train,
-        labels=np.asarray(train.labels)[keep],
-        sample_ids=[train.sample_ids[k] for k in keep],
-        positions=train.positions[keep],
-        limit=len(keep),
-    )
+    pool = _rows(train, holdout_positions(np.asarray(train.labels)))
+    if report:
+        return pool, report_eval_dataset(name)
     return pool, open_dataset(DEMO_DATASETS[name], "test")
 
 
-def load_task(task: Task, store_dir: str, progress: bool = True):
+def load_task(task: Task, store_dir: str, progress: bool = True, report: bool = False):
     """(pool bundle, evaluation bundle) of one task, extracting into the store on first use."""
     from clipfuse.backbones import list_backbones
     from clipfuse.logits import load_bundle
@@ -126,7 +146,7 @@ def load_task(task: Task, store_dir: str, progress: bool = True):
     store = FeatureStore(store_dir)
     transform = None if task.transform is None else SuiteTransform(task.transform, task.severity)
     out = []
-    for dataset in pool_and_eval_datasets(task.dataset):
+    for dataset in pool_and_eval_datasets(task.dataset, report):
         view = _extract_view(store, specs, dataset, transform, progress)
         names = dataset.classnames
         if task.names == "meaningless":

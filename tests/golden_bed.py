@@ -4,7 +4,9 @@ Frozen before the combiners were rewritten by composition, so the rewrite is che
 the same zoo backbones, the same shipped CIFAR-10 demo images, the same hold-out draw and seeds,
 the same (small) training budgets. ``python tests/golden_bed.py`` rewrites
 ``tests/golden/combiners.json`` -- only do that for an intended, named change of behaviour;
-``python tests/golden_bed.py --only-new`` adds combiners registered since, leaving the rest.
+``python tests/golden_bed.py --only-new`` adds combiners registered since, leaving the rest;
+``--changed NAME=WHY`` (repeatable, implies ``--only-new``) refits NAME for an intended change of
+behaviour and records WHY under ``"changes"`` in the golden file.
 
 Digest per combiner: test predictions (one digit per image), top-1 accuracy, mean NLL and the
 per-class sums of the probabilities (rounded), which move with any change of the fused scores
@@ -74,13 +76,19 @@ def digest(combiner, test) -> dict:
     }
 
 
-def main(store: str, only_new: bool = False) -> None:
+def main(store: str, only_new: bool = False, changed: dict[str, str] | None = None) -> None:
     """Write every registered combiner's digest; ``only_new`` keeps the frozen ones and adds the
-    names registered since (a new combiner is not a change of an old one's behaviour)."""
+    names registered since (a new combiner is not a change of an old one's behaviour);
+    ``changed`` (name -> why) refits those names and records why."""
     from clipfuse.combiners import list_combiners
 
     train, test = load_bed(Path(store))
-    out = json.loads(GOLDEN.read_text())["combiners"] if only_new else {}
+    old = json.loads(GOLDEN.read_text()) if only_new or changed else {}
+    out = old.get("combiners", {})
+    changes = old.get("changes", {})
+    for name, why in (changed or {}).items():
+        out.pop(name, None)
+        changes[name] = why
     for name in list_combiners():
         if name in out:
             continue
@@ -89,10 +97,18 @@ def main(store: str, only_new: bool = False) -> None:
     meta = {"specs": SPECS, "train_limit": TRAIN_LIMIT, "test_limit": TEST_LIMIT,
             "shots": SHOTS, "seed": SEED, "fast": FAST}  # fmt: skip
     GOLDEN.parent.mkdir(exist_ok=True)
-    GOLDEN.write_text(json.dumps({"bed": meta, "combiners": out}, indent=1) + "\n")
+    body = {"bed": meta, "combiners": out, **({"changes": changes} if changes else {})}
+    GOLDEN.write_text(json.dumps(body, indent=1) + "\n")
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    args = [a for a in sys.argv[1:] if a != "--only-new"]
-    main(args[0] if args else "/tmp/clipfuse-golden-store", only_new="--only-new" in sys.argv)
+    argv, changed, args = sys.argv[1:], {}, []
+    while argv:
+        a = argv.pop(0)
+        if a == "--changed":
+            name, _, why = argv.pop(0).partition("=")
+            changed[name] = why
+        elif a != "--only-new":
+            args.append(a)
+    main(args[0] if args else "/tmp/clipfuse-golden-store", "--only-new" in sys.argv, changed)

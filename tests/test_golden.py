@@ -11,6 +11,8 @@ only its other backbones (so results' cost columns for ``best_single`` count one
 transductive fit/save/predict need an opt-in and serve refuses it; the safety rule of
 ``safe_mix``/``safe_conf_mix`` cross-validates on stratified folds (was an unstratified shuffle:
 on another draw its choice can differ); robustness fits get the unlabelled train rows.
+Intended changes that did move a digest are listed, with why, under ``"changes"`` in the golden
+file (``golden_bed.py --changed NAME=WHY`` refits only those; a test checks each is explained).
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def bed(tmp_path_factory):
 
 def test_every_registered_combiner_has_a_digest() -> None:
     assert set(list_combiners()) <= set(FROZEN), set(list_combiners()) - set(FROZEN)
+
+
+def test_every_refitted_digest_names_its_intended_change() -> None:
+    changes = json.loads(GOLDEN.read_text()).get("changes", {})
+    assert set(changes) <= set(FROZEN)
+    assert all(len(why) > 20 and "issue" in why for why in changes.values()), changes
 
 
 @pytest.mark.parametrize("name", list(FROZEN))

@@ -116,6 +116,25 @@ def test_nlc_learn_gives_the_better_backbone_more_weight_than_nlc() -> None:
     assert ratios["nlc_learn"] > 5 * ratios["nlc"] and ratios["nlc_learn"] > 20, ratios
 
 
+def test_nlc_learn_safe_start_can_give_one_backbone_all_the_weight() -> None:
+    """Backbone 0 right, backbones 1-2 loud noise: the safe start (robust_mix's rule: the single
+    backbone wins by more than one standard error) puts them at the largest temperature, i.e.
+    weight ~0, and the NLC starts from backbone 0 alone; the ridge start keeps them in."""
+    from clipfuse.combiners.nlc_learn import LOG_T_MAX, fit_log_temperatures, safe_log_temperatures
+
+    feats, logits, y = synthetic_problem(per_class=16, seed=0)
+    logits = logits.clone()
+    logits[1:] = 5 * torch.randn(logits[1:].shape, generator=torch.Generator().manual_seed(0))
+    safe = safe_log_temperatures(logits, y, seed=0)
+    assert torch.allclose(safe[1:], torch.full((2,), LOG_T_MAX)) and float(safe[0]) < 1.0
+    assert float(fit_log_temperatures(logits, y, ridge=1.0)[1:].max()) < LOG_T_MAX / 2
+    m = make_combiner("nlc_learn", steps=1).fit(feats, logits, y)
+    t = m.predict_temperatures(feats).mean(0)
+    assert float(t[1:].min() / t[0]) > 1000
+    with pytest.raises(FitError, match="start"):
+        make_combiner("nlc_learn", start="nope").fit(feats, logits, y)
+
+
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_images() -> None:
     rng = np.random.default_rng(0)
     small = [rng.random(200) < 0.6 for _ in range(3)]
