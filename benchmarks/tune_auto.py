@@ -36,6 +36,8 @@ def choose_cv(cv: dict, margin: float, n: int = 1, examples: int = 0) -> str:
     more than ``examples`` held-out rows (of ``n``)."""
     from clipfuse.combiners.select import choose_by_cv
 
+    # runs recorded before the one result schema (issue 22) hold cv_acc in percent
+    cv = {k: {**v, "cv_acc": v["cv_acc"] / (100 if v["cv_acc"] > 1 else 1)} for k, v in cv.items()}
     return choose_by_cv(cv, "safe_conf_mix", margin, examples, n)
 
 

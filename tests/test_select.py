@@ -70,8 +70,36 @@ def test_auto_time_guard_keeps_the_fallback_when_a_head_would_be_too_slow() -> N
 
 def test_auto_keeps_the_safe_fusion_when_zero_shot_is_right() -> None:
     feats, logits, y = synthetic_problem(per_class=6, seed=0)
-    auto = make_combiner("auto", **FAST, margin=1.0).fit(feats, logits, y)
+    auto = make_combiner("auto", **FAST, margin=1.0, combine="choose").fit(feats, logits, y)
     assert auto.choice_ == "safe_conf_mix"
+
+
+def test_auto_blends_by_out_of_fold_nll_where_cv_cannot_tell_candidates_apart() -> None:
+    """Hybrid (default): a clear CV winner is used alone (above: no blend); where the fallback is
+    kept, the Super Learner blend of the candidates' probabilities predicts, and saves/loads."""
+    from clipfuse.combiners.select import stack_weights
+
+    (feats, logits, y), (test_f, test_z, test_y) = _useless_zero_shot(6)
+    assert "auto_stack" not in make_combiner("auto", **FAST).fit(feats, logits, y).fit_notes()
+    f, z, yy = synthetic_problem(per_class=8, seed=0)
+    z = z + 2.0 * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))  # noisy text
+    auto = make_combiner("auto", **FAST, margin=50.0).fit(f, z, yy)  # the fallback is kept
+    notes = auto.fit_notes()
+    assert auto.rule_.startswith("cv") and notes["auto_choice"] == "safe_conf_mix"
+    assert set(notes["auto_stack"]) == set(FAST["candidates"])
+    assert sum(notes["auto_stack"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert auto.chosen_backbone() is None
+    again = combiner_from_state(auto.config(), auto.state_dict())
+    assert torch.allclose(again.predict_logits(f, z), auto.predict_logits(f, z))
+    one = auto.predict_logits([x[:1] for x in f], z[:, :1])  # inductive: one image alone
+    assert torch.allclose(one, auto.predict_logits(f, z)[:1], atol=1e-5)
+    # the weights: all on the member whose out-of-fold probability of the truth is higher
+    good = torch.log_softmax(torch.tensor([[4.0, 0.0], [0.0, 4.0]]), -1)
+    bad = torch.log_softmax(torch.tensor([[0.0, 4.0], [4.0, 0.0]]), -1)
+    w = stack_weights({"good": good, "bad": bad}, torch.tensor([0, 1]))
+    assert w == {"good": 1.0}
+    even = stack_weights({"a": good, "b": good}, torch.tensor([0, 1]))
+    assert even == pytest.approx({"a": 0.5, "b": 0.5})
 
 
 def test_auto_one_shot_uses_zero_shot_evidence_and_never_sees_the_fold_rows() -> None:
