@@ -55,8 +55,16 @@ class Combiner:
     # ---- parameters (scikit-learn style) -------------------------------------------------
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY]
+        """Keyword-only ``__init__`` parameters; an ``__init__`` that passes ``**params`` on
+        adds its base's, so a preset declares only the parameters it adds."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                params = inspect.signature(klass.__init__).parameters.values()
+                names += [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+                if not any(p.kind is p.VAR_KEYWORD for p in params):
+                    break
+        return list(dict.fromkeys(names))
 
     def _nested_defaults(self, prefix: str) -> dict[str, Any]:
         """Default parameters of the component behind ``prefix`` (composed combiners)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,32 +34,8 @@ class NLC(ControllerCombiner):
     name = "nlc"
     has_temperatures = True
 
-    def __init__(
-        self,
-        *,
-        hidden: int = 128,
-        steps: int = 1000,
-        batch_size: int = 256,
-        lr: float = 2e-4,
-        weight_decay: float = 0.01,
-        normalize_inputs: bool = True,
-        positivity: str = "softplus",
-        eps: float = 0.01,
-        backbone_dropout: float = 0.0,
-        seed: int = 0,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__(
-            hidden=hidden,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            normalize_inputs=normalize_inputs,
-            backbone_dropout=backbone_dropout,
-            seed=seed,
-            device=device,
-        )
+    def __init__(self, *, positivity: str = "softplus", eps: float = 0.01, **params: Any) -> None:
+        super().__init__(**params)
         self.positivity = positivity
         self.eps = eps
 

@@ -44,27 +44,9 @@ class NLCResidual(ControllerCombiner):
         logit_norm: str = "none",
         residual_penalty: float = 1.0,
         shrinkage: float = 1.0,
-        hidden: int = 128,
-        steps: int = 1000,
-        batch_size: int = 256,
-        lr: float = 2e-4,
-        weight_decay: float = 0.01,
-        normalize_inputs: bool = True,
-        backbone_dropout: float = 0.0,
-        seed: int = 0,
-        device: str = "cpu",
+        **params: Any,
     ) -> None:
-        super().__init__(
-            hidden=hidden,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            normalize_inputs=normalize_inputs,
-            backbone_dropout=backbone_dropout,
-            seed=seed,
-            device=device,
-        )
+        super().__init__(**params)
         self.start = start
         self.logit_norm = logit_norm
         self.residual_penalty = residual_penalty
