@@ -246,14 +246,5 @@ class TipAdapterFHeads(TipAdapterHeads):
                     last = float(loss.detach())
         return keys.detach(), last
 
-    def fit_crossfit(
-        self,
-        features: list[torch.Tensor],
-        logits: torch.Tensor,
-        y: torch.Tensor,
-        num_classes: int,
-        num_folds: int,
-        seed: int,
-    ) -> torch.Tensor:
-        """K-fold refits: tuned keys have seen every training row, so LOO is not honest here."""
-        return HeadBank.fit_crossfit(self, features, logits, y, num_classes, num_folds, seed)
+    # K-fold refits: tuned keys have seen every training row, so LOO is not honest here.
+    fit_crossfit = HeadBank.fit_crossfit
