@@ -63,23 +63,16 @@ class Cascade(ControllerOwner, Combiner):
         threshold: float | None = None,
         target_gflops: float | None = None,
         target_accuracy: float | None = None,
-        controller: str | Combiner = "nlc",
-        controller_params: dict[str, Any] | None = None,
         calibration_folds: int = 3,
-        seed: int = 0,
-        device: str = "cpu",
+        **params: Any,
     ) -> None:
-        super().__init__(device=device)
+        super().__init__(**params)
         self.gflops = gflops
         self.order = order
         self.threshold = threshold
         self.target_gflops = target_gflops
         self.target_accuracy = target_accuracy
-        self.controller = controller
-        self.controller_params = controller_params
-        self._adopt_controller()  # a combiner object -> name + params
         self.calibration_folds = calibration_folds
-        self.seed = seed
 
     def _validate_params(self) -> None:
         given = [

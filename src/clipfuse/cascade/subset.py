@@ -74,22 +74,15 @@ class SubsetNLC(ControllerOwner, Combiner):
         exhaustive_max: int = 10,
         shortlist: int = 8,
         folds: int = 3,
-        controller: str | Combiner = "nlc",
-        controller_params: dict[str, Any] | None = None,
-        seed: int = 0,
-        device: str = "cpu",
+        **params: Any,
     ) -> None:
-        super().__init__(device=device)
+        super().__init__(**params)
         self.budget_gflops = budget_gflops
         self.gflops = gflops
         self.search = search
         self.exhaustive_max = exhaustive_max
         self.shortlist = shortlist
         self.folds = folds
-        self.controller = controller
-        self.controller_params = controller_params
-        self._adopt_controller()  # a combiner object -> name + params
-        self.seed = seed
 
     def _validate_params(self) -> None:
         if self.search not in SEARCHES:
