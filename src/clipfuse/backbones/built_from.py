@@ -8,24 +8,17 @@ model again: a no-op `extract` then costs no model and no open_clip import (issu
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Any
 
-from clipfuse.hashing import file_sha256
+from clipfuse.hashing import file_sha256, installed_versions
 
 MODEL_PACKAGES = ("clipfuse", "torch", "open_clip_torch", "timm", "transformers")
 
 
 def model_library_versions() -> dict[str, str]:
-    """Installed versions of the packages that build models (from metadata; nothing imported)."""
-    versions = {}
-    for package in MODEL_PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
+    """Installed versions of the packages that build models."""
+    return installed_versions(MODEL_PACKAGES)
 
 
 def built_from(files: dict[str, str]) -> dict[str, Any]:

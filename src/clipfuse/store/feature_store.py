@@ -139,9 +139,6 @@ class FeatureStore:
             raise ValueError(f"namespace {namespace!r} is reserved by the store")
         return f"{namespace}/{name}.safetensors"
 
-    def _where(self, rel: str) -> Path | str:
-        return self.files.full(rel) if self.files.remote else self.files.path(rel)
-
     def put_array_set(
         self,
         namespace: str,
@@ -160,12 +157,12 @@ class FeatureStore:
         payload = encode(converted, {"format": ARRAY_SET_FORMAT, "metadata": meta})
         self.files.write(rel, payload)
         self.files.write(rel.removesuffix(".safetensors") + ".json", json_bytes(meta))
-        return self._where(rel)
+        return self.files.full(rel)
 
     def get_array_set(self, namespace: str, name: str) -> ArraySet | None:
         """The arrays (writeable copies) and metadata stored under ``namespace/name``, or ``None``."""
         rel = self._array_set_rel(namespace, name)
-        path = self._where(rel)
+        path = self.files.full(rel)
         try:
             data = self.files.read_bytes(rel)
         except FileNotFoundError:
