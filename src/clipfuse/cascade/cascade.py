@@ -24,7 +24,6 @@ from typing import Any
 import torch
 
 from clipfuse.cascade.costs import resolve_costs, stage_costs
-from clipfuse.cascade.crossfit import crossfit_proba
 from clipfuse.cascade.threshold import (
     operating_points,
     threshold_for_accuracy,
@@ -32,7 +31,7 @@ from clipfuse.cascade.threshold import (
 )
 from clipfuse.combiners._compose import ControllerOwner, learns_from_labels
 from clipfuse.combiners.base import ArrayLike, Combiner, FeaturesLike
-from clipfuse.combiners.folds import can_crossfit
+from clipfuse.combiners.folds import can_crossfit, crossfit_proba
 from clipfuse.combiners.registry import combiner_from_state, register_combiner
 from clipfuse.errors import FitError
 

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from clipfuse.cascade.costs import resolve_costs
-from clipfuse.cascade.crossfit import crossfit_proba
 from clipfuse.cascade.search import (
     PROXIES,
     SubsetChoice,
@@ -41,7 +40,7 @@ from clipfuse.cascade.search import (
 )
 from clipfuse.combiners._compose import ControllerOwner
 from clipfuse.combiners.base import Combiner
-from clipfuse.combiners.folds import can_crossfit
+from clipfuse.combiners.folds import can_crossfit, crossfit_proba
 from clipfuse.combiners.registry import combiner_from_state, register_combiner
 from clipfuse.errors import FitError
 

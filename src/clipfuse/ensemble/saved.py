@@ -290,12 +290,7 @@ class SavedEnsemble:
 
     def logits(self, features: list[torch.Tensor]) -> torch.Tensor:
         """(B, N, C) zero-shot logits from per-backbone normalised features."""
-        return torch.stack(
-            [
-                rec["logit_scale"] * f.float() @ w.T + (rec.get("logit_bias") or 0.0)
-                for rec, f, w in zip(self.backbones, features, self.classifiers)
-            ]
-        )
+        return torch.stack([self.backbone_logits(b, f) for b, f in enumerate(features)])
 
 
 def check_transductive(combiner: Combiner, allowed: bool) -> None:
