@@ -25,6 +25,7 @@ from clipfuse.ensemble.checksum import save_sealed, verify
 from clipfuse.ensemble.inputs import Images, images_dataset
 from clipfuse.errors import ClipfuseError, DataError, FitError, ProvenanceMismatchError
 from clipfuse.paths import ensure_dir
+from clipfuse.store.atomic import atomic_write_bytes
 
 FORMAT = "clipfuse.ensemble"
 VERSION = 2  # 2: sha256 checksum in the header
@@ -206,10 +207,8 @@ class SavedEnsemble:
             "transductive": bool(self.combiner.transductive),
             "training": self.training,
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        save_sealed(tensors, tmp, {"clipfuse": json.dumps(header)})
-        tmp.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(header, indent=1))
+        save_sealed(tensors, path, {"clipfuse": json.dumps(header)})
+        atomic_write_bytes(path.with_suffix(".json"), json.dumps(header, indent=1).encode())
         return path
 
     @classmethod
