@@ -229,7 +229,8 @@ def load_bundle(
                 f"text classifier of {key.backbone} has dim {weights.shape[1]}, features {f.shape[1]}"
             )
         feats.append(f)
-        logits.append(zeroshot_logits(f, weights, scale, _logit_bias(store, key.backbone)))
+        bias = _recorded(store, key.backbone, "logit_bias")
+        logits.append(zeroshot_logits(f, weights, scale, bias))
         scales.append(scale)
         classifiers.append(weights)
     first_rows = np.searchsorted(datas[0].indices, common)
@@ -248,9 +249,9 @@ def load_bundle(
         templates=list(templates),
         logit_scales=scales,
         classifiers=classifiers,
-        gflops=[_gflops(store, k.backbone) for k in keys],
+        gflops=[_recorded(store, k.backbone, "image_gflops") for k in keys],
         failures=list(datas[0].failures),
-        logit_biases=[_logit_bias(store, k.backbone) for k in keys],
+        logit_biases=[_recorded(store, k.backbone, "logit_bias") for k in keys],
     )
 
 
@@ -262,14 +263,10 @@ def _spec(store: FeatureStore, fingerprint: str) -> str:
     return str(info.metadata["spec"])
 
 
-def _gflops(store: FeatureStore, fingerprint: str) -> float | None:
+def _recorded(store: FeatureStore, fingerprint: str, key: str) -> Any:
+    """One field of a backbone's recorded info ("image_gflops", "logit_bias"); None if absent."""
     info = store.get_array_set("backbone-info", fingerprint)
-    return None if info is None else info.metadata.get("image_gflops")
-
-
-def _logit_bias(store: FeatureStore, fingerprint: str) -> float | None:
-    info = store.get_array_set("backbone-info", fingerprint)
-    return None if info is None else info.metadata.get("logit_bias")
+    return None if info is None else info.metadata.get(key)
 
 
 def _short_name(spec: str) -> str:
