@@ -96,6 +96,9 @@ POSITIVE = {
     "shard_size",
     "top_k",
     "threads",
+    "max_batch",
+    "max_images",
+    "max_pixels",
 }
 NON_NEGATIVE = {"workers"}
 
