@@ -22,7 +22,7 @@ from clipfuse.backbones.allocator import keep_freed_memory, release_freed_memory
 from clipfuse.backbones.built_from import built_from
 from clipfuse.backbones.cpu_kernels import restore_default_kernels, use_onednn_kernels
 from clipfuse.backbones.devices import check_device
-from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, parse_backbone_spec
+from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, model_family, parse_backbone_spec
 from clipfuse.backbones.weights import resolve_hub_dir, resolve_tag_checkpoint
 from clipfuse.errors import BackboneError
 from clipfuse.hashing import file_sha256, recorded_hashes
@@ -180,16 +180,6 @@ def _resnet_chunk(visual) -> int:
     size = size[0] if isinstance(size, (list, tuple)) else int(size)
     per_image = stem.out_channels * size * size  # bytes: (size / 2)² values x 4
     return max(1, min(CPU_CONV_CHUNK, CPU_CONV_CHUNK_BYTES // per_image))
-
-
-def _model_family(model_cfg: dict[str, Any]) -> str:
-    vision = model_cfg.get("vision_cfg", {})
-    if "timm_model_name" in vision:
-        return f"timm:{vision['timm_model_name']}"
-    layers = vision.get("layers")
-    if isinstance(layers, (list, tuple)):
-        return "resnet"
-    return "vit"
 
 
 def _random_model(spec: BackboneSpec):
@@ -359,7 +349,7 @@ def load_backbone(
     info = BackboneInfo(
         spec=parsed.canonical,
         name=parsed.name,
-        family=_model_family(model_cfg),
+        family=model_family(model_cfg),
         embed_dim=int(model_cfg["embed_dim"]),
         image_size=int(size),
         preprocess=pp_cfg,
