@@ -1,5 +1,8 @@
 """Input-conditioned combiners: an MLP reads all backbones' features and weights their logits.
 
+The controller family: ``ControllerCombiner`` and its presets, the mixture-of-experts gate
+(``moe``, here), NLC (``nlc``), ``nlc_residual`` and ``nlc_learn``.
+
 NLC and the mixture-of-experts gate differ only in how the MLP's B outputs become per-backbone
 weights (``1/t`` with positive temperatures vs a softmax); everything else -- input assembly,
 network, fixed training budget, saved state -- lives here once.
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.registry import register_combiner
 from clipfuse.errors import FitError
 
 
@@ -211,3 +215,28 @@ class ControllerCombiner(Combiner):
         self.mlp_.eval()
         self.mlp_.requires_grad_(False)
         self.train_loss_ = float(meta["train_loss"])
+
+
+@register_combiner(groups=("core", "controllers"))
+class MixtureOfExperts(ControllerCombiner):
+    """``fused(x) = sum_b g_b(x) z_b(x)`` with ``g(x) = softmax(MLP([h_1(x); ...; h_B(x)]))``.
+
+    Same network, optimiser and fixed budget as NLC (so the comparison isolates the weighting
+    rule): the gate starts uniform (zero last layer), i.e. from mean logits. Unlike NLC's
+    temperatures the gates sum to 1, so the gate can redistribute trust between backbones but
+    not sharpen or soften the fused logits overall.
+    """
+
+    name = "moe"
+
+    def _neutral_bias(self) -> float:
+        return 0.0
+
+    def _mix_weights(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(raw, dim=-1)
+
+    def predict_gates(self, features: list) -> torch.Tensor:
+        """(N, B) gate values, rows sum to 1."""
+        feats = self._checked_features(features)
+        with torch.no_grad():
+            return self._weights(feats)
