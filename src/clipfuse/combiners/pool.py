@@ -29,6 +29,9 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "max_prior_ratio": (lambda v: v >= 1, ">= 1"),
     "keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "folds": (lambda v: v >= 2, ">= 2"),
+    "strength": (lambda v: v >= 0, ">= 0"),
+    "anchor_weight": (lambda v: v >= 0, ">= 0"),
+    "iterations": (lambda v: v >= 1, ">= 1"),
 }
 
 
