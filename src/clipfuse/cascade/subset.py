@@ -60,6 +60,7 @@ class SubsetNLC(ControllerOwner, Combiner):
     """
 
     name = "subset_nlc"
+    param_choices = {"search": SEARCHES}
     uses_features = True
     min_per_class = 1
     selects_backbones = True
@@ -84,10 +85,7 @@ class SubsetNLC(ControllerOwner, Combiner):
         self.folds = folds
 
     def _validate_params(self) -> None:
-        if self.search not in SEARCHES:
-            raise FitError(f"subset_nlc: search must be one of {SEARCHES}; got {self.search!r}")
-        if int(self.shortlist) < 1 or int(self.folds) < 2:
-            raise FitError("subset_nlc: need shortlist >= 1 and folds >= 2")
+        super()._validate_params()
         if self.budget_gflops is not None and self.budget_gflops <= 0:
             raise FitError(f"subset_nlc: budget_gflops must be > 0; got {self.budget_gflops}")
 

@@ -100,17 +100,6 @@ class ControllerCombiner(Combiner):
         self.normalize_inputs = normalize_inputs
         self.seed = seed
 
-    def _validate_params(self) -> None:
-        for key in ("hidden", "steps", "batch_size"):
-            if int(getattr(self, key)) < 1:
-                raise FitError(f"{self.name}: {key} must be >= 1; got {getattr(self, key)}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise FitError(f"{self.name}: need lr > 0 and weight_decay >= 0")
-        if not 0.0 <= float(self.backbone_dropout) < 1.0:
-            raise FitError(
-                f"{self.name}: backbone_dropout must be in [0, 1); got {self.backbone_dropout}"
-            )
-
     # ---- subclass hooks ------------------------------------------------------------------
     def _neutral_bias(self) -> float:
         raise NotImplementedError

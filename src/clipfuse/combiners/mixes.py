@@ -19,7 +19,6 @@ from clipfuse.combiners import weights
 from clipfuse.combiners.base import Combiner
 from clipfuse.combiners.pool import preset
 from clipfuse.combiners.registry import register_combiner
-from clipfuse.errors import FitError
 
 _CONF = weights.with_confidence_prior
 _SAFE = weights.with_safety
@@ -62,10 +61,6 @@ class ConfidenceWeighted(Combiner):
     def __init__(self, *, power: float = 1.0, device: str = "cpu") -> None:
         super().__init__(device=device)
         self.power = power
-
-    def _validate_params(self) -> None:
-        if not self.power > 0:
-            raise FitError(f"conf_weighted: power must be > 0; got {self.power}")
 
     def _predict_logits(self, features: list[torch.Tensor] | None, z: torch.Tensor) -> torch.Tensor:
         log_conf = z.amax(dim=-1) - torch.logsumexp(z, dim=-1)  # (B, N) log top probability

@@ -33,6 +33,7 @@ class NLC(ControllerCombiner):
 
     name = "nlc"
     has_temperatures = True
+    param_choices = {"positivity": POSITIVITY}
 
     def __init__(self, *, positivity: str = "softplus", eps: float = 0.01, **params: Any) -> None:
         super().__init__(**params)
@@ -41,8 +42,6 @@ class NLC(ControllerCombiner):
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        if self.positivity not in POSITIVITY:
-            raise FitError(f"nlc: positivity must be one of {POSITIVITY}; got {self.positivity!r}")
         if self.positivity == "softplus" and not 0 < self.eps < 1:
             raise FitError(f"nlc: eps must be in (0, 1) so that t = 1 is reachable; got {self.eps}")
 
