@@ -26,18 +26,20 @@ FeaturesLike = Sequence[ArrayLike] | None
 STATE_FORMAT_VERSION = 1
 SCORE_CHUNK = 4096  # rows per predict call in score()
 
-# Parameters that mean the same wherever they appear: (test, what the value must be).
+# Parameters that mean the same wherever they appear (combiners, head banks): (test, what the
+# value must be).
 PARAM_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **dict.fromkeys(
         ("max_iter", "rounds", "iterations", "hidden", "steps", "batch_size", "shortlist"),
         (lambda v: v >= 1, ">= 1"),
     ),
     **dict.fromkeys(
-        ("shrinkage", "strength", "anchor_weight", "weight_decay", "residual_penalty"),
+        ("shrinkage", "strength", "anchor_weight", "weight_decay", "residual_penalty", "alpha",
+         "beta", "epochs"),
         (lambda v: v >= 0, ">= 0"),
-    ),
-    **dict.fromkeys(("tau", "lr", "power"), (lambda v: v > 0, "> 0")),
-    "folds": (lambda v: v >= 2, ">= 2"),
+    ),  # fmt: skip
+    **dict.fromkeys(("tau", "lr", "power", "default_weight_decay"), (lambda v: v > 0, "> 0")),
+    **dict.fromkeys(("folds", "cv_folds"), (lambda v: v >= 2, ">= 2")),
     "max_prior_ratio": (lambda v: v >= 1, ">= 1"),
     "keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "backbone_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),

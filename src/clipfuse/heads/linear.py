@@ -80,14 +80,10 @@ class LinearProbeHeads(HeadBank):
     }
 
     def _validate(self) -> None:
-        p = self.params
-        if not p["weight_decays"] or min(p["weight_decays"]) <= 0:
+        super()._validate()
+        if not self.params["weight_decays"] or min(self.params["weight_decays"]) <= 0:
             raise FitError(
                 f"{self.kind} heads: weight_decays must be a non-empty list of values > 0"
-            )
-        if p["default_weight_decay"] <= 0 or p["max_iter"] < 1 or p["cv_folds"] < 2:
-            raise FitError(
-                f"{self.kind} heads: need default_weight_decay > 0, max_iter >= 1, cv_folds >= 2"
             )
 
     penalise_bias = False  # subclasses that fit a residual penalise the whole (W, b)

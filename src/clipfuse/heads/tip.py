@@ -120,11 +120,10 @@ class TipAdapterHeads(HeadBank):
     }
 
     def _validate(self) -> None:
+        super()._validate()
         p = self.params
         if not p["alphas"] or not p["betas"] or min(p["alphas"]) < 0 or min(p["betas"]) < 0:
             raise FitError(f"{self.kind} heads: alphas and betas must be non-empty and >= 0")
-        if p["alpha"] < 0 or p["beta"] < 0:
-            raise FitError(f"{self.kind} heads: alpha and beta must be >= 0")
 
     def _choose(
         self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, c: int
@@ -190,14 +189,6 @@ class TipAdapterFHeads(TipAdapterHeads):
         "batch_size": 256,
         "weight_decay": 0.01,
     }
-
-    def _validate(self) -> None:
-        super()._validate()
-        p = self.params
-        if p["epochs"] < 0 or p["lr"] <= 0 or p["batch_size"] < 1 or p["weight_decay"] < 0:
-            raise FitError(
-                "tipf heads: need epochs >= 0, lr > 0, batch_size >= 1, weight_decay >= 0"
-            )
 
     def _fit_one(
         self, features: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, c: int, seed: int
