@@ -46,19 +46,10 @@ class ComputeDisplay:
         self.title = title
 
     @classmethod
-    def from_points(
-        cls,
-        names: Sequence[str],
-        gflops: Sequence[float],
-        accuracy: Sequence[float],
-        *,
-        kinds: Sequence[str] | None = None,
-        errors: Sequence[float] | None = None,
-        title: str | None = None,
-        ax: Axes | None = None,
-    ) -> ComputeDisplay:
-        """``kinds`` groups points (e.g. "backbone", "fusion"); ``errors`` are accuracy stds."""
-        return cls(names, gflops, accuracy, kinds=kinds, errors=errors, title=title).plot(ax=ax)
+    def from_points(cls, *args: Any, ax: Axes | None = None, **kwargs: Any) -> ComputeDisplay:
+        """The constructor's arguments, plotted: ``kinds`` groups points (e.g. "backbone",
+        "fusion"); ``errors`` are accuracy stds."""
+        return cls(*args, **kwargs).plot(ax=ax)
 
     @styled
     def plot(self, ax: Axes | None = None) -> ComputeDisplay:
