@@ -227,7 +227,7 @@ def _pp_kwargs(preprocess_cfg: dict[str, Any]) -> dict[str, Any]:
 def _create(spec: BackboneSpec):
     """(model, preprocess, tokenizer, model_cfg, weights_id) for any spec kind."""
     import open_clip
-    from open_clip.factory import get_model_config
+    from open_clip.factory import _find_checkpoint_in_dir, get_model_config
 
     if spec.kind == "random":
         file_sha256(spec.location)  # recorded: the config the weights are seeded from
@@ -241,7 +241,9 @@ def _create(spec: BackboneSpec):
         name = f"local-dir:{directory}"
         model_cfg = _folder_model_cfg(Path(directory, "open_clip_config.json"))
         file_sha256(Path(directory, "open_clip_config.json"))  # recorded: its preprocess_cfg
-        weights = _checkpoint_in_dir(Path(directory))
+        # open_clip's own rule, so the hash recorded is of the weights it loads (a folder with no
+        # file it accepts, e.g. only a .pt, would otherwise be loaded with random weights)
+        weights = _find_checkpoint_in_dir(Path(directory))
         if weights is None:
             raise BackboneError(f"no weights file (*.safetensors, *.bin, *.pth) in {directory!r}")
         model, _, preprocess = open_clip.create_model_and_transforms(name)
@@ -304,15 +306,6 @@ def _folder_model_cfg(config_path: Path) -> dict[str, Any]:
             f'{str(config_path)!r} has no "model_cfg" (an open_clip_config.json holds model_cfg and preprocess_cfg)'
         )
     return raw["model_cfg"]
-
-
-def _checkpoint_in_dir(directory: Path) -> str | None:
-    """The weights file open_clip itself will load from a local-dir folder (its own rule), so the
-    hash we record is that of the weights actually loaded; a folder with no file it accepts
-    (e.g. only a .pt) would otherwise be loaded with random weights."""
-    from open_clip.factory import _find_checkpoint_in_dir
-
-    return _find_checkpoint_in_dir(directory)
 
 
 def load_backbone(

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 
 from clipfuse.errors import StoreError
-from clipfuse.paths import ensure_store_dir
+from clipfuse.paths import ensure_dir
 from clipfuse.store.entry import FORMAT_VERSION, StoreEntry, json_bytes
 from clipfuse.store.files import open_files
 from clipfuse.store.keys import EntryKey, check_slug
@@ -56,9 +56,7 @@ class FeatureStore:
         self.url = self.files.url
         self.lock_timeout = float(lock_timeout)
         if not self.files.remote:
-            if self.files.root.exists() and not self.files.root.is_dir():
-                raise StoreError(f"feature store root {self.root} exists and is not a directory")
-            ensure_store_dir(self.files.root)
+            ensure_dir(self.files.root, "feature store", StoreError)
         expected = {"format": STORE_FORMAT, "version": FORMAT_VERSION}
         try:
             raw = self.files.read_bytes("store.json")
