@@ -103,18 +103,15 @@ class Cascade(ControllerOwner, Combiner):
         return order
 
     # ---- fit -----------------------------------------------------------------------------
-    def _fit_stage(
-        self, features: list[torch.Tensor], z: torch.Tensor, y: torch.Tensor, prefix: list[int]
-    ) -> Combiner:
-        return self._new_controller().fit([features[i] for i in prefix], z[prefix], y)
-
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
         assert features is not None
         costs, unit = resolve_costs(self.gflops, z.shape[0])
         order = self._resolve_order(costs)
         prefixes = [order[: p + 1] for p in range(len(order))]
         cum = stage_costs(costs, order)
-        controllers = [self._fit_stage(features, z, y, pre) for pre in prefixes]
+        controllers = [
+            self._new_controller().fit([features[i] for i in pre], z[pre], y) for pre in prefixes
+        ]
         folds = int(self.calibration_folds)
         probe = controllers[0]
         if folds >= 2 and learns_from_labels(probe) and can_crossfit(y, z.shape[2]):
