@@ -6,7 +6,6 @@ in open_clip; clipfuse adds provenance (weights hash + preprocessing -> fingerpr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -25,7 +24,7 @@ from clipfuse.backbones.devices import check_device
 from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, model_family, parse_backbone_spec
 from clipfuse.backbones.weights import resolve_hub_dir, resolve_tag_checkpoint
 from clipfuse.errors import BackboneError
-from clipfuse.hashing import file_sha256, recorded_hashes
+from clipfuse.hashing import file_sha256, recorded_hashes, value_hash
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_CONV_CHUNK = 8  # images per forward for a channels-last ResNet on a CPU (see encode_images)
@@ -53,12 +52,10 @@ class BackboneInfo:
     @property
     def fingerprint(self) -> str:
         """Changes whenever weights or preprocessing change, so cached features never go stale."""
-        payload = json.dumps(
-            {"weights": self.weights_sha256, "preprocess": self.preprocess, "dim": self.embed_dim},
-            sort_keys=True,
-        )
+        payload = {"weights": self.weights_sha256, "preprocess": self.preprocess,
+                   "dim": self.embed_dim}  # fmt: skip
         slug = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in self.name).strip("-")
-        return f"{slug}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+        return f"{slug}-{value_hash(payload, 12)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "fingerprint": self.fingerprint}
@@ -197,7 +194,7 @@ def _random_model(spec: BackboneSpec):
         raise BackboneError(
             f"{spec.location!r} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)"
         )
-    digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()
+    digest = value_hash(model_cfg)
     name = f"clipfuse-random-{digest[:16]}"
     # open_clip registers configs from files only; it reads the file into memory at once, so a
     # private folder removed right after leaves nothing behind in the system temp dir.
