@@ -6,7 +6,7 @@ import pytest
 import torch
 from synthetic import SyntheticWorld
 
-from clipfuse.combiners.moe import MixtureOfExperts
+from clipfuse.combiners.gating import MixtureOfExperts
 from clipfuse.combiners.nlc import NLC
 from clipfuse.combiners.nlc_residual import NLCResidual
 from clipfuse.combiners.static import CalibratedMean

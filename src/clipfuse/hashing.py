@@ -1,8 +1,10 @@
-"""Content hashes for provenance: files (memoised by path, size, mtime) and JSON-able values."""
+"""Provenance: content hashes of files (memoised by path, size, mtime) and JSON-able values,
+and the versions of installed packages."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 from collections.abc import Iterator
@@ -12,6 +14,18 @@ from typing import Any
 
 CACHE_ROOT = Path(os.environ.get("CLIPFUSE_CACHE", "~/.cache/clipfuse")).expanduser()
 _HASH_CACHE = CACHE_ROOT / "hashes.json"
+
+
+def installed_versions(packages: tuple[str, ...]) -> dict[str, str]:
+    """Versions of those of ``packages`` that are installed (read from metadata; nothing is
+    imported)."""
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def value_hash(value: Any, length: int = 64) -> str:

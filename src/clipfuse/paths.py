@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clipfuse.errors import ClipfuseError, StoreError
+from clipfuse.errors import ClipfuseError
 
 
 def ensure_dir(path: str | Path, what: str = "output folder", error=ClipfuseError) -> Path:
@@ -19,6 +19,3 @@ def ensure_dir(path: str | Path, what: str = "output folder", error=ClipfuseErro
         raise error(f"cannot create {what} {str(path)!r}: {exc.strerror or exc}") from None
     return path
 
-
-def ensure_store_dir(path: str | Path) -> Path:
-    return ensure_dir(path, "feature store", StoreError)

@@ -19,11 +19,6 @@ from clipfuse.errors import DataError
 CHUNK_ELEMENTS = 1 << 24
 
 
-def shape_of(x: ArrayLike) -> tuple[int, ...]:
-    """Shape of a tensor or array as a plain tuple."""
-    return tuple(int(s) for s in x.shape)
-
-
 def chunk_slices(n: int, chunk_size: int) -> Iterator[slice]:
     """Consecutive slices of at most ``chunk_size`` covering ``range(n)``."""
     step = max(1, int(chunk_size))
@@ -43,11 +38,6 @@ def rows_per_chunk(row_elements: int, chunk_size: int | None) -> int:
 def check_labels(y: ArrayLike, n: int) -> torch.Tensor:
     """Labels as an int64 tensor of length ``n``."""
     return _validation.check_labels(y, n, error=DataError, flatten=True)
-
-
-def check_logits_shape(logits: ArrayLike) -> tuple[int, int, int]:
-    """(B, N, C) of a logits array, or a one-line error."""
-    return _validation.check_logits(logits, error=DataError)
 
 
 def backbone_names(names: Sequence[str] | None, b: int) -> list[str]:

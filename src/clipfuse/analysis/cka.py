@@ -46,7 +46,6 @@ from clipfuse.analysis._arrays import (
     backbone_names,
     chunk_slices,
     rows_per_chunk,
-    shape_of,
 )
 from clipfuse.errors import DataError
 
@@ -100,7 +99,7 @@ class CKAResult:
 def _check_features(features: Sequence[ArrayLike]) -> tuple[int, list[int]]:
     if len(features) < 1:
         raise DataError("CKA needs at least one backbone's features")
-    shapes = [shape_of(f) for f in features]
+    shapes = [tuple(int(s) for s in f.shape) for f in features]
     if any(len(s) != 2 for s in shapes):
         raise DataError(f"features must be 2-D (samples, dims), got shapes {shapes}")
     n = shapes[0][0]

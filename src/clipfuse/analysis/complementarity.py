@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipfuse._validation import to_tensor
+from clipfuse._validation import check_logits, to_tensor
 from clipfuse.analysis import agreement as agr
 from clipfuse.analysis._arrays import (
     ArrayLike,
     backbone_names,
     check_labels,
-    check_logits_shape,
     chunk_slices,
     mean_pairwise,
     rows_per_chunk,
@@ -194,7 +193,7 @@ class ComplementarityAccumulator:
 
     def update(self, logits: ArrayLike, y: ArrayLike) -> ComplementarityAccumulator:
         """Add one chunk of logits (B, n, C) with its labels (n,)."""
-        b, n, c = check_logits_shape(logits)
+        b, n, c = check_logits(logits, error=DataError)
         if self._shape is not None and self._shape != (b, c):
             raise DataError(f"chunk has {b} backbones x {c} classes, earlier ones {self._shape}")
         self._shape = (b, c)
@@ -232,7 +231,7 @@ def analyze_complementarity(
     Processes ``chunk_size`` samples at a time (default: 64 MiB of float32 per chunk);
     ``js=False`` skips the Jensen-Shannon divergence (the only O(B^2 N C) part).
     """
-    b, n, c = check_logits_shape(logits)
+    b, n, c = check_logits(logits, error=DataError)
     labels = check_labels(y, n)
     acc = ComplementarityAccumulator(backbone_names(backbones, b), js=js)
     for sl in chunk_slices(n, rows_per_chunk(b * c, chunk_size)):

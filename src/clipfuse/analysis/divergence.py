@@ -12,8 +12,9 @@ import math
 
 import torch
 
-from clipfuse._validation import to_tensor
-from clipfuse.analysis._arrays import ArrayLike, check_logits_shape, chunk_slices, rows_per_chunk
+from clipfuse._validation import check_logits, to_tensor
+from clipfuse.analysis._arrays import ArrayLike, chunk_slices, rows_per_chunk
+from clipfuse.errors import DataError
 
 _LN2 = math.log(2.0)
 # Elements per inner block (16 MiB of float32 per backbone): bounds the temporaries of one
@@ -64,7 +65,7 @@ def pairwise_js_divergence(logits: ArrayLike, *, chunk_size: int | None = None) 
     ``logits`` is (B, N, C) (tensor, array or memmap); it is processed ``chunk_size`` samples
     at a time (default: as many as fit in 64 MiB of float32).
     """
-    b, n, c = check_logits_shape(logits)
+    b, n, c = check_logits(logits, error=DataError)
     rows = rows_per_chunk(b * c, chunk_size)
     total = torch.zeros(b, b, dtype=torch.float64)
     for sl in chunk_slices(n, rows):

@@ -6,7 +6,6 @@ in open_clip; clipfuse adds provenance (weights hash + preprocessing -> fingerpr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -22,10 +21,10 @@ from clipfuse.backbones.allocator import keep_freed_memory, release_freed_memory
 from clipfuse.backbones.built_from import built_from
 from clipfuse.backbones.cpu_kernels import restore_default_kernels, use_onednn_kernels
 from clipfuse.backbones.devices import check_device
-from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, parse_backbone_spec
+from clipfuse.backbones.spec import ZOO_DIR, BackboneSpec, model_family, parse_backbone_spec
 from clipfuse.backbones.weights import resolve_hub_dir, resolve_tag_checkpoint
 from clipfuse.errors import BackboneError
-from clipfuse.hashing import file_sha256, recorded_hashes
+from clipfuse.hashing import file_sha256, recorded_hashes, value_hash
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CPU_CONV_CHUNK = 8  # images per forward for a channels-last ResNet on a CPU (see encode_images)
@@ -53,12 +52,10 @@ class BackboneInfo:
     @property
     def fingerprint(self) -> str:
         """Changes whenever weights or preprocessing change, so cached features never go stale."""
-        payload = json.dumps(
-            {"weights": self.weights_sha256, "preprocess": self.preprocess, "dim": self.embed_dim},
-            sort_keys=True,
-        )
+        payload = {"weights": self.weights_sha256, "preprocess": self.preprocess,
+                   "dim": self.embed_dim}  # fmt: skip
         slug = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in self.name).strip("-")
-        return f"{slug}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+        return f"{slug}-{value_hash(payload, 12)}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "fingerprint": self.fingerprint}
@@ -182,16 +179,6 @@ def _resnet_chunk(visual) -> int:
     return max(1, min(CPU_CONV_CHUNK, CPU_CONV_CHUNK_BYTES // per_image))
 
 
-def _model_family(model_cfg: dict[str, Any]) -> str:
-    vision = model_cfg.get("vision_cfg", {})
-    if "timm_model_name" in vision:
-        return f"timm:{vision['timm_model_name']}"
-    layers = vision.get("layers")
-    if isinstance(layers, (list, tuple)):
-        return "resnet"
-    return "vit"
-
-
 def _random_model(spec: BackboneSpec):
     """A model with random weights from a config file, seeded by the config's content."""
     import open_clip
@@ -207,7 +194,7 @@ def _random_model(spec: BackboneSpec):
         raise BackboneError(
             f"{spec.location!r} is not an open_clip model config (needs embed_dim, vision_cfg, text_cfg)"
         )
-    digest = hashlib.sha256(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()
+    digest = value_hash(model_cfg)
     name = f"clipfuse-random-{digest[:16]}"
     # open_clip registers configs from files only; it reads the file into memory at once, so a
     # private folder removed right after leaves nothing behind in the system temp dir.
@@ -237,7 +224,7 @@ def _pp_kwargs(preprocess_cfg: dict[str, Any]) -> dict[str, Any]:
 def _create(spec: BackboneSpec):
     """(model, preprocess, tokenizer, model_cfg, weights_id) for any spec kind."""
     import open_clip
-    from open_clip.factory import get_model_config
+    from open_clip.factory import _find_checkpoint_in_dir, get_model_config
 
     if spec.kind == "random":
         file_sha256(spec.location)  # recorded: the config the weights are seeded from
@@ -251,7 +238,9 @@ def _create(spec: BackboneSpec):
         name = f"local-dir:{directory}"
         model_cfg = _folder_model_cfg(Path(directory, "open_clip_config.json"))
         file_sha256(Path(directory, "open_clip_config.json"))  # recorded: its preprocess_cfg
-        weights = _checkpoint_in_dir(Path(directory))
+        # open_clip's own rule, so the hash recorded is of the weights it loads (a folder with no
+        # file it accepts, e.g. only a .pt, would otherwise be loaded with random weights)
+        weights = _find_checkpoint_in_dir(Path(directory))
         if weights is None:
             raise BackboneError(f"no weights file (*.safetensors, *.bin, *.pth) in {directory!r}")
         model, _, preprocess = open_clip.create_model_and_transforms(name)
@@ -316,15 +305,6 @@ def _folder_model_cfg(config_path: Path) -> dict[str, Any]:
     return raw["model_cfg"]
 
 
-def _checkpoint_in_dir(directory: Path) -> str | None:
-    """The weights file open_clip itself will load from a local-dir folder (its own rule), so the
-    hash we record is that of the weights actually loaded; a folder with no file it accepts
-    (e.g. only a .pt) would otherwise be loaded with random weights."""
-    from open_clip.factory import _find_checkpoint_in_dir
-
-    return _find_checkpoint_in_dir(directory)
-
-
 def load_backbone(
     spec: str | BackboneSpec,
     device: str = "cpu",
@@ -359,7 +339,7 @@ def load_backbone(
     info = BackboneInfo(
         spec=parsed.canonical,
         name=parsed.name,
-        family=_model_family(model_cfg),
+        family=model_family(model_cfg),
         embed_dim=int(model_cfg["embed_dim"]),
         image_size=int(size),
         preprocess=pp_cfg,

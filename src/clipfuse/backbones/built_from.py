@@ -8,29 +8,17 @@ model again: a no-op `extract` then costs no model and no open_clip import (issu
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Any
 
-from clipfuse.hashing import file_sha256
+from clipfuse.hashing import file_sha256, installed_versions
 
 MODEL_PACKAGES = ("clipfuse", "torch", "open_clip_torch", "timm", "transformers")
 
 
-def model_library_versions() -> dict[str, str]:
-    """Installed versions of the packages that build models (from metadata; nothing imported)."""
-    versions = {}
-    for package in MODEL_PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def built_from(files: dict[str, str]) -> dict[str, Any]:
     """The record for a backbone built from `files` ({path: sha256}) with today's libraries."""
-    return {"files": dict(sorted(files.items())), "versions": model_library_versions()}
+    return {"files": dict(sorted(files.items())), "versions": installed_versions(MODEL_PACKAGES)}
 
 
 def still_built_from(record: dict[str, Any] | None) -> bool:
@@ -38,7 +26,7 @@ def still_built_from(record: dict[str, Any] | None) -> bool:
     record is absent or empty (older stores): then the model must be built to know."""
     if not record or not record.get("files"):
         return False
-    if record.get("versions") != model_library_versions():
+    if record.get("versions") != installed_versions(MODEL_PACKAGES):
         return False
     for path, digest in record["files"].items():
         if not Path(path).is_file() or file_sha256(path) != digest:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from clipfuse.backbones.spec import ZOO_DIR
+from clipfuse.backbones.spec import ZOO_DIR, model_family
 
 
 @dataclass
@@ -27,13 +27,6 @@ class RegistryEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _family(model_cfg: dict[str, Any]) -> str:
-    vision = model_cfg.get("vision_cfg", {})
-    if "timm_model_name" in vision:
-        return f"timm:{vision['timm_model_name']}"
-    return "resnet" if isinstance(vision.get("layers"), (list, tuple)) else "vit"
 
 
 def _card_gflops(card: dict[str, Any]) -> float | None:
@@ -53,7 +46,7 @@ def _zoo_entries() -> list[RegistryEntry]:
         entries.append(
             RegistryEntry(
                 spec=f"zoo:{cfg_path.parent.name}",
-                family=_family(model_cfg),
+                family=model_family(model_cfg),
                 embed_dim=model_cfg.get("embed_dim"),
                 image_size=model_cfg.get("vision_cfg", {}).get("image_size"),
                 image_gflops=_card_gflops(meta),
@@ -74,7 +67,7 @@ def _open_clip_entries() -> list[RegistryEntry]:
         entries.append(
             RegistryEntry(
                 spec=f"{arch}:{tag}",
-                family=_family(cfg),
+                family=model_family(cfg),
                 embed_dim=cfg.get("embed_dim"),
                 image_size=size[0] if isinstance(size, (list, tuple)) else size,
                 image_gflops=None,

@@ -16,10 +16,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clipfuse.errors import BackboneError
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo" / "weights"
+
+
+def model_family(model_cfg: dict[str, Any]) -> str:
+    """The image tower's family from an open_clip model config: resnet, vit or timm:<model>."""
+    vision = model_cfg.get("vision_cfg", {})
+    if "timm_model_name" in vision:
+        return f"timm:{vision['timm_model_name']}"
+    return "resnet" if isinstance(vision.get("layers"), (list, tuple)) else "vit"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from clipfuse.errors import BackboneError
-from clipfuse.hashing import file_sha256  # noqa: F401  (re-exported for loaders)
+
+# what open_clip loads from a hub repository, in its order of preference
+HUB_WEIGHTS = [
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+]
 
 
 def offline() -> bool:
@@ -55,16 +61,7 @@ def resolve_tag_checkpoint(arch: str, tag: str) -> str:
         repo_id, filename = (
             os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub.rstrip("/"), "")
         )
-        names = (
-            [filename]
-            if filename
-            else [
-                "open_clip_model.safetensors",
-                "open_clip_pytorch_model.safetensors",
-                "open_clip_pytorch_model.bin",
-            ]
-        )
-        cached = _cached_hub_file(repo_id, names)
+        cached = _cached_hub_file(repo_id, [filename] if filename else HUB_WEIGHTS)
     if cached is None and url:
         candidate = Path("~/.cache/clip").expanduser() / os.path.basename(url)
         cached = str(candidate) if candidate.is_file() else None
@@ -84,14 +81,7 @@ def resolve_hub_dir(repo_id: str) -> tuple[str, str]:
     from open_clip.pretrained import download_pretrained_from_hf
 
     config = _cached_hub_file(repo_id, ["open_clip_config.json"])
-    weights = _cached_hub_file(
-        repo_id,
-        [
-            "open_clip_model.safetensors",
-            "open_clip_pytorch_model.safetensors",
-            "open_clip_pytorch_model.bin",
-        ],
-    )
+    weights = _cached_hub_file(repo_id, HUB_WEIGHTS)
     if config and weights:
         return config, weights
 

@@ -19,13 +19,8 @@ from clipfuse.cascade.subset import SubsetChoice, SubsetNLC, search_subset
 from clipfuse.cascade.threshold import ALL_STAGES, threshold_for_accuracy, threshold_for_cost
 from clipfuse.combiners.costs import cost_info, fill_costs, resolve_costs
 
-CASCADE_COMBINERS = (Cascade, SubsetNLC)
-CASCADE_COMBINER_NAMES: tuple[str, ...] = tuple(cls.name for cls in CASCADE_COMBINERS)
-
 __all__ = [
     "ALL_STAGES",
-    "CASCADE_COMBINERS",
-    "CASCADE_COMBINER_NAMES",
     "Cascade",
     "CostPoint",
     "SubsetChoice",

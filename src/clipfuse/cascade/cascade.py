@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from clipfuse.cascade.crossfit import crossfit_proba
 from clipfuse.cascade.threshold import (
     operating_points,
     threshold_for_accuracy,
@@ -32,7 +31,7 @@ from clipfuse.cascade.threshold import (
 from clipfuse.combiners._compose import ControllerOwner, learns_from_labels
 from clipfuse.combiners.base import ArrayLike, Combiner, FeaturesLike
 from clipfuse.combiners.costs import resolve_costs, stage_costs
-from clipfuse.combiners.folds import can_crossfit
+from clipfuse.combiners.folds import can_crossfit, crossfit_proba
 from clipfuse.combiners.registry import combiner_from_state, register_combiner
 from clipfuse.errors import FitError
 
@@ -63,23 +62,16 @@ class Cascade(ControllerOwner, Combiner):
         threshold: float | None = None,
         target_gflops: float | None = None,
         target_accuracy: float | None = None,
-        controller: str | Combiner = "nlc",
-        controller_params: dict[str, Any] | None = None,
         calibration_folds: int = 3,
-        seed: int = 0,
-        device: str = "cpu",
+        **params: Any,
     ) -> None:
-        super().__init__(device=device)
+        super().__init__(**params)
         self.gflops = gflops
         self.order = order
         self.threshold = threshold
         self.target_gflops = target_gflops
         self.target_accuracy = target_accuracy
-        self.controller = controller
-        self.controller_params = controller_params
-        self._adopt_controller()  # a combiner object -> name + params
         self.calibration_folds = calibration_folds
-        self.seed = seed
 
     def _validate_params(self) -> None:
         given = [
@@ -111,18 +103,15 @@ class Cascade(ControllerOwner, Combiner):
         return order
 
     # ---- fit -----------------------------------------------------------------------------
-    def _fit_stage(
-        self, features: list[torch.Tensor], z: torch.Tensor, y: torch.Tensor, prefix: list[int]
-    ) -> Combiner:
-        return self._new_controller().fit([features[i] for i in prefix], z[prefix], y)
-
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
         assert features is not None
         costs, unit = resolve_costs(self.gflops, z.shape[0])
         order = self._resolve_order(costs)
         prefixes = [order[: p + 1] for p in range(len(order))]
         cum = stage_costs(costs, order)
-        controllers = [self._fit_stage(features, z, y, pre) for pre in prefixes]
+        controllers = [
+            self._new_controller().fit([features[i] for i in pre], z[pre], y) for pre in prefixes
+        ]
         folds = int(self.calibration_folds)
         probe = controllers[0]
         if folds >= 2 and learns_from_labels(probe) and can_crossfit(y, z.shape[2]):

@@ -41,10 +41,6 @@ def proxy_logits(z: torch.Tensor, y: torch.Tensor, proxy: str) -> torch.Tensor:
     return z / cal.temperatures_.view(-1, 1, 1)
 
 
-def _rank_key(acc: float, nll: float, cost: float, subset: tuple[int, ...]) -> tuple:
-    return (-acc, nll, cost, len(subset), subset)
-
-
 def score_subsets(
     z: torch.Tensor, y: torch.Tensor, subsets: list[tuple[int, ...]]
 ) -> list[tuple[float, float]]:

@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 
-from clipfuse.cascade.crossfit import crossfit_proba
 from clipfuse.cascade.search import (
     PROXIES,
     SubsetChoice,
@@ -41,7 +40,7 @@ from clipfuse.cascade.search import (
 from clipfuse.combiners._compose import ControllerOwner
 from clipfuse.combiners.base import Combiner
 from clipfuse.combiners.costs import resolve_costs
-from clipfuse.combiners.folds import can_crossfit
+from clipfuse.combiners.folds import can_crossfit, crossfit_proba
 from clipfuse.combiners.registry import combiner_from_state, register_combiner
 from clipfuse.errors import FitError
 
@@ -61,6 +60,7 @@ class SubsetNLC(ControllerOwner, Combiner):
     """
 
     name = "subset_nlc"
+    param_choices = {"search": SEARCHES}
     uses_features = True
     min_per_class = 1
     selects_backbones = True
@@ -74,28 +74,18 @@ class SubsetNLC(ControllerOwner, Combiner):
         exhaustive_max: int = 10,
         shortlist: int = 8,
         folds: int = 3,
-        controller: str | Combiner = "nlc",
-        controller_params: dict[str, Any] | None = None,
-        seed: int = 0,
-        device: str = "cpu",
+        **params: Any,
     ) -> None:
-        super().__init__(device=device)
+        super().__init__(**params)
         self.budget_gflops = budget_gflops
         self.gflops = gflops
         self.search = search
         self.exhaustive_max = exhaustive_max
         self.shortlist = shortlist
         self.folds = folds
-        self.controller = controller
-        self.controller_params = controller_params
-        self._adopt_controller()  # a combiner object -> name + params
-        self.seed = seed
 
     def _validate_params(self) -> None:
-        if self.search not in SEARCHES:
-            raise FitError(f"subset_nlc: search must be one of {SEARCHES}; got {self.search!r}")
-        if int(self.shortlist) < 1 or int(self.folds) < 2:
-            raise FitError("subset_nlc: need shortlist >= 1 and folds >= 2")
+        super()._validate_params()
         if self.budget_gflops is not None and self.budget_gflops <= 0:
             raise FitError(f"subset_nlc: budget_gflops must be > 0; got {self.budget_gflops}")
 

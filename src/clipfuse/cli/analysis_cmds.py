@@ -159,16 +159,7 @@ def add_parsers(sub) -> None:
         "analyze",
         help="agreement, oracle, diversity and CKA of the backbones, from cached features",
     )
-    p.add_argument(
-        "--data", action="append", required=True, help="source (repeat for several datasets)"
-    )
-    p.add_argument("--split", action="append", required=True, help="split (one, or one per --data)")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--classnames", default=None)
-    p.add_argument("--templates", default=None)
-    p.add_argument("--name", default=None)
-    p.add_argument("--image-column", default=None, help="parquet: the column of encoded images")
-    p.add_argument("--label-column", default=None, help="parquet: the column of labels")
+    add_data_args(p, many=True)  # one --split, or one per --data
     p.add_argument("--store", required=True)
     p.add_argument("--backbone", action="append", default=None)
     p.add_argument("--cka", default="auto", choices=["auto", "exact", "minibatch"])

@@ -26,14 +26,19 @@ def parsers(fn):
     return fn
 
 
-def add_data_args(p: argparse.ArgumentParser, split: bool = True) -> None:
+def add_data_args(p: argparse.ArgumentParser, split: bool = True, many: bool = False) -> None:
+    """The data options; ``many``: --data and --split repeat (several datasets, `analyze`)."""
+    action, again = ("append", " (repeat for several)") if many else ("store", "")
     p.add_argument(
         "--data",
+        action=action,
         required=True,
-        help="source: imagefolder:PATH, idx:DIR, csv:FILE, wds:DIR or parquet:PATH",
+        help=f"source: imagefolder:PATH, idx:DIR, csv:FILE, wds:DIR or parquet:PATH{again}",
     )
     if split:
-        p.add_argument("--split", required=True, help="split name (train, test, all, ...)")
+        p.add_argument(
+            "--split", action=action, required=True, help=f"split name (train, test, all, ...){again}"
+        )
     p.add_argument(
         "--limit", type=int, default=None, help="a deterministic class-balanced sample of N images"
     )

@@ -41,9 +41,8 @@ def cmd_serve(args) -> int:
         raise ClipfuseError(
             f'`clipfuse serve` needs {", ".join(missing)}: pip install "clipfuse[serve]"'
         )
-    checks = [("--max-batch", args.max_batch, 1), ("--max-images", args.max_images, 1),
-              ("--max-pixels", args.max_pixels, 1), ("--top-k", args.top_k, 1),
-              ("--max-upload-mb", args.max_upload_mb, 1e-6), ("--max-wait-ms", args.max_wait_ms, 0)]  # fmt: skip
+    # integer counts are checked at parse time (cli.validate.harden); the floats here
+    checks = [("--max-upload-mb", args.max_upload_mb, 1e-6), ("--max-wait-ms", args.max_wait_ms, 0)]
     for flag, value, least in checks:
         if value < least:
             raise ClipfuseError(f"{flag} must be at least {least:g}; got {value:g}")

@@ -19,26 +19,23 @@ class OneLineParser(argparse.ArgumentParser):
         raise ClipfuseError(f"{message} (see {self.prog} -h)")
 
 
-def positive_int(text: str) -> int:
-    """`type=` for counts that must be >= 1 (batch size, limit, seeds, shard size, top-k)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def at_least(low: int, what: str):
+    """`type=` for integer counts >= ``low`` (1: batch size, limit, seeds ...; 0: workers)."""
+
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return check
 
 
-def non_negative_int(text: str) -> int:
-    """`type=` for counts where 0 means none (decode workers)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+positive_int = at_least(1, "a positive integer")
+non_negative_int = at_least(0, "an integer >= 0")
 
 
 def positive_int_list(text: str) -> str:
@@ -99,6 +96,9 @@ POSITIVE = {
     "shard_size",
     "top_k",
     "threads",
+    "max_batch",
+    "max_images",
+    "max_pixels",
 }
 NON_NEGATIVE = {"workers"}
 

@@ -6,7 +6,7 @@
 """
 
 from clipfuse.combiners.base import Combiner
-from clipfuse.combiners.moe import MixtureOfExperts
+from clipfuse.combiners.gating import MixtureOfExperts
 from clipfuse.combiners.nlc import NLC
 from clipfuse.combiners.oracle import oracle_accuracy, oracle_correct
 from clipfuse.combiners.pool import WeightedPool

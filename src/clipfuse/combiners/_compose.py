@@ -46,6 +46,18 @@ class ControllerOwner:
 
     nested_params = {"controller": "controller_params"}
 
+    def __init__(
+        self,
+        *,
+        controller: str | Combiner = "nlc",
+        controller_params: dict[str, Any] | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        super().__init__(device=device)  # type: ignore[call-arg]
+        self.controller, self.controller_params, self.seed = controller, controller_params, seed
+        self._adopt_controller()  # a combiner object -> name + params
+
     def set_params(self, **params: Any) -> Combiner:
         super().set_params(**params)  # type: ignore[misc]
         self._adopt_controller()

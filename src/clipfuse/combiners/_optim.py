@@ -28,11 +28,15 @@ def threads_for(elements: int, device: torch.device | str = "cpu") -> Iterator[N
 
 
 def minimise_lbfgs(
-    params: list[torch.Tensor], loss_fn: Callable[[], torch.Tensor], max_iter: int
+    params: list[torch.Tensor],
+    loss_fn: Callable[[], torch.Tensor],
+    max_iter: int,
+    tolerance_grad: float = 1e-9,
+    tolerance_change: float = 1e-12,
 ) -> float:
     """Minimise ``loss_fn`` over ``params`` with L-BFGS + strong-Wolfe line search.
 
-    Used for per-backbone temperatures and Super Learner weights: a few (B) parameters on a
+    Used for per-backbone temperatures, Super Learner weights and linear probes: a few (B) parameters on a
     smooth, nearly convex objective, where L-BFGS converges in tens of evaluations,
     deterministically and without a learning rate to tune. Returns the final loss.
     """
@@ -41,8 +45,8 @@ def minimise_lbfgs(
         lr=1.0,
         max_iter=max_iter,
         line_search_fn="strong_wolfe",
-        tolerance_grad=1e-9,
-        tolerance_change=1e-12,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=tolerance_change,
     )
 
     def closure() -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +25,26 @@ FeaturesLike = Sequence[ArrayLike] | None
 
 STATE_FORMAT_VERSION = 1
 SCORE_CHUNK = 4096  # rows per predict call in score()
+
+# Parameters that mean the same wherever they appear (combiners, head banks): (test, what the
+# value must be).
+PARAM_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    **dict.fromkeys(
+        ("max_iter", "rounds", "iterations", "hidden", "steps", "batch_size", "shortlist"),
+        (lambda v: v >= 1, ">= 1"),
+    ),
+    **dict.fromkeys(
+        ("shrinkage", "strength", "anchor_weight", "weight_decay", "residual_penalty", "alpha",
+         "beta", "epochs"),
+        (lambda v: v >= 0, ">= 0"),
+    ),  # fmt: skip
+    **dict.fromkeys(("tau", "lr", "power", "default_weight_decay"), (lambda v: v > 0, "> 0")),
+    **dict.fromkeys(("folds", "cv_folds"), (lambda v: v >= 2, ">= 2")),
+    "max_prior_ratio": (lambda v: v >= 1, ">= 1"),
+    "keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "backbone_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "se_rule": (lambda v: v is None or v >= 0, ">= 0 (standard errors) or None"),
+}
 
 
 class Combiner:
@@ -45,6 +65,7 @@ class Combiner:
     supports_staged: ClassVar[bool] = False  # run_staged / predict_with_cost (cascades)
     selects_backbones: ClassVar[bool] = False  # fit picks a subset (see required_backbones)
     nested_params: ClassVar[dict[str, str]] = {}  # get/set_params prefix -> its params dict
+    param_choices: ClassVar[dict[str, tuple[Any, ...]]] = {}  # parameter -> its allowed values
     uses_unlabelled: ClassVar[bool] = False  # True: fit accepts y == -1 rows (unlabelled images)
     # True: predictions of a batch depend on the whole batch (never default; flagged in tables)
     transductive: ClassVar[bool] = False
@@ -55,8 +76,16 @@ class Combiner:
     # ---- parameters (scikit-learn style) -------------------------------------------------
     @classmethod
     def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY]
+        """Keyword-only ``__init__`` parameters; an ``__init__`` that passes ``**params`` on
+        adds its base's, so a preset declares only the parameters it adds."""
+        names: list[str] = []
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                params = inspect.signature(klass.__init__).parameters.values()
+                names += [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+                if not any(p.kind is p.VAR_KEYWORD for p in params):
+                    break
+        return list(dict.fromkeys(names))
 
     def _nested_defaults(self, prefix: str) -> dict[str, Any]:
         """Default parameters of the component behind ``prefix`` (composed combiners)."""
@@ -99,7 +128,16 @@ class Combiner:
         return f"{type(self).__name__}({args})"
 
     def _validate_params(self) -> None:
-        """Hook: raise FitError for parameter values that cannot work (checked in fit)."""
+        """Raise FitError for parameter values that cannot work (checked in fit): here the
+        ``param_choices`` and the shared ``PARAM_RULES`` of this class's parameters; subclasses
+        add their own checks."""
+        for key in self._param_names():
+            value, choices = getattr(self, key), self.param_choices.get(key)
+            if choices is not None and value not in choices:
+                raise FitError(f"{self.name}: {key} must be one of {choices}; got {value!r}")
+            ok, must = PARAM_RULES.get(key, (None, ""))
+            if ok is not None and not ok(value):
+                raise FitError(f"{self.name}: {key} must be {must}; got {value}")
 
     # ---- input handling ------------------------------------------------------------------
     def _prepare(

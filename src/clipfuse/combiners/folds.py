@@ -9,6 +9,7 @@ in-sample, over-confident head logits that no test input will ever produce.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -70,6 +71,24 @@ def cross_val_predict(
         out.index_copy_(dim, torch.nonzero(held).flatten().to(part.device), part)
     assert out is not None
     return out, folds
+
+
+def crossfit_proba(
+    make: Callable[[], Any],
+    features: list[torch.Tensor],
+    z: torch.Tensor,
+    y: torch.Tensor,
+    num_folds: int,
+    seed: int,
+) -> torch.Tensor:
+    """(N, C) probabilities, row i from a fresh combiner ``make()`` fitted on the folds without
+    row i: honest hold-out scores for anything that learns (needs ``can_crossfit``)."""
+
+    def fit_predict(k: int, train: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+        model = make().fit([f[train] for f in features], z[:, train], y[train])
+        return model.predict_proba([f[held] for f in features], z[:, held])
+
+    return cross_val_predict(fit_predict, y, num_folds, seed)[0]
 
 
 def stratified_split(y: torch.Tensor, fraction: float, seed: int, num_classes: int) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """Input-conditioned combiners: an MLP reads all backbones' features and weights their logits.
 
+The controller family: ``ControllerCombiner`` and its presets, the mixture-of-experts gate
+(``moe``, here), NLC (``nlc``), ``nlc_residual`` and ``nlc_learn``.
+
 NLC and the mixture-of-experts gate differ only in how the MLP's B outputs become per-backbone
 weights (``1/t`` with positive temperatures vs a softmax); everything else -- input assembly,
 network, fixed training budget, saved state -- lives here once.
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipfuse.combiners.base import Combiner
+from clipfuse.combiners.registry import register_combiner
 from clipfuse.errors import FitError
 
 
@@ -95,17 +99,6 @@ class ControllerCombiner(Combiner):
         self.weight_decay = weight_decay
         self.normalize_inputs = normalize_inputs
         self.seed = seed
-
-    def _validate_params(self) -> None:
-        for key in ("hidden", "steps", "batch_size"):
-            if int(getattr(self, key)) < 1:
-                raise FitError(f"{self.name}: {key} must be >= 1; got {getattr(self, key)}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise FitError(f"{self.name}: need lr > 0 and weight_decay >= 0")
-        if not 0.0 <= float(self.backbone_dropout) < 1.0:
-            raise FitError(
-                f"{self.name}: backbone_dropout must be in [0, 1); got {self.backbone_dropout}"
-            )
 
     # ---- subclass hooks ------------------------------------------------------------------
     def _neutral_bias(self) -> float:
@@ -211,3 +204,28 @@ class ControllerCombiner(Combiner):
         self.mlp_.eval()
         self.mlp_.requires_grad_(False)
         self.train_loss_ = float(meta["train_loss"])
+
+
+@register_combiner(groups=("core", "controllers"))
+class MixtureOfExperts(ControllerCombiner):
+    """``fused(x) = sum_b g_b(x) z_b(x)`` with ``g(x) = softmax(MLP([h_1(x); ...; h_B(x)]))``.
+
+    Same network, optimiser and fixed budget as NLC (so the comparison isolates the weighting
+    rule): the gate starts uniform (zero last layer), i.e. from mean logits. Unlike NLC's
+    temperatures the gates sum to 1, so the gate can redistribute trust between backbones but
+    not sharpen or soften the fused logits overall.
+    """
+
+    name = "moe"
+
+    def _neutral_bias(self) -> float:
+        return 0.0
+
+    def _mix_weights(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(raw, dim=-1)
+
+    def predict_gates(self, features: list) -> torch.Tensor:
+        """(N, B) gate values, rows sum to 1."""
+        feats = self._checked_features(features)
+        with torch.no_grad():
+            return self._weights(feats)

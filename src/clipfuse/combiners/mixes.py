@@ -19,7 +19,6 @@ from clipfuse.combiners import weights
 from clipfuse.combiners.base import Combiner
 from clipfuse.combiners.pool import preset
 from clipfuse.combiners.registry import register_combiner
-from clipfuse.errors import FitError
 
 _CONF = weights.with_confidence_prior
 _SAFE = weights.with_safety
@@ -63,10 +62,6 @@ class ConfidenceWeighted(Combiner):
         super().__init__(device=device)
         self.power = power
 
-    def _validate_params(self) -> None:
-        if not self.power > 0:
-            raise FitError(f"conf_weighted: power must be > 0; got {self.power}")
-
     def _predict_logits(self, features: list[torch.Tensor] | None, z: torch.Tensor) -> torch.Tensor:
         log_conf = z.amax(dim=-1) - torch.logsumexp(z, dim=-1)  # (B, N) log top probability
         w = torch.softmax(self.power * log_conf, dim=0)  # p_max^power, normalised over backbones
@@ -106,7 +101,7 @@ SafeConfMix = register_combiner(
         every image (labels unused, no leak into the folds). The fusion candidate of ``auto``
         (the recommended method) and its choice wherever zero-shot is good.""",
         uses_unlabelled=True, module=__name__, shrinkage=3.0, tau=0.03, max_prior_ratio=20.0,
-        folds=5, required_wins=5, seed=0, max_iter=100, prior_cv=False, se_rule=None,
+        folds=5, required_wins=5, seed=0, max_iter=100,
     ),  # fmt: skip
     groups=("weighted",),
 )

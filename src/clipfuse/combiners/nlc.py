@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,40 +33,15 @@ class NLC(ControllerCombiner):
 
     name = "nlc"
     has_temperatures = True
+    param_choices = {"positivity": POSITIVITY}
 
-    def __init__(
-        self,
-        *,
-        hidden: int = 128,
-        steps: int = 1000,
-        batch_size: int = 256,
-        lr: float = 2e-4,
-        weight_decay: float = 0.01,
-        normalize_inputs: bool = True,
-        positivity: str = "softplus",
-        eps: float = 0.01,
-        backbone_dropout: float = 0.0,
-        seed: int = 0,
-        device: str = "cpu",
-    ) -> None:
-        super().__init__(
-            hidden=hidden,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            normalize_inputs=normalize_inputs,
-            backbone_dropout=backbone_dropout,
-            seed=seed,
-            device=device,
-        )
+    def __init__(self, *, positivity: str = "softplus", eps: float = 0.01, **params: Any) -> None:
+        super().__init__(**params)
         self.positivity = positivity
         self.eps = eps
 
     def _validate_params(self) -> None:
         super()._validate_params()
-        if self.positivity not in POSITIVITY:
-            raise FitError(f"nlc: positivity must be one of {POSITIVITY}; got {self.positivity!r}")
         if self.positivity == "softplus" and not 0 < self.eps < 1:
             raise FitError(f"nlc: eps must be in (0, 1) so that t = 1 is reachable; got {self.eps}")
 

@@ -21,7 +21,6 @@ import torch
 from clipfuse.combiners.gating import ControllerCombiner
 from clipfuse.combiners.registry import register_combiner
 from clipfuse.combiners.weights import calibrate, fit_mix
-from clipfuse.errors import FitError
 
 STARTS = ("shrunk_mix", "calibration")
 LOGIT_NORMS = ("none", "std")
@@ -36,6 +35,7 @@ class NLCResidual(ControllerCombiner):
     """
 
     name = "nlc_residual"
+    param_choices = {"start": STARTS, "logit_norm": LOGIT_NORMS}
 
     def __init__(
         self,
@@ -44,42 +44,13 @@ class NLCResidual(ControllerCombiner):
         logit_norm: str = "none",
         residual_penalty: float = 1.0,
         shrinkage: float = 1.0,
-        hidden: int = 128,
-        steps: int = 1000,
-        batch_size: int = 256,
-        lr: float = 2e-4,
-        weight_decay: float = 0.01,
-        normalize_inputs: bool = True,
-        backbone_dropout: float = 0.0,
-        seed: int = 0,
-        device: str = "cpu",
+        **params: Any,
     ) -> None:
-        super().__init__(
-            hidden=hidden,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            normalize_inputs=normalize_inputs,
-            backbone_dropout=backbone_dropout,
-            seed=seed,
-            device=device,
-        )
+        super().__init__(**params)
         self.start = start
         self.logit_norm = logit_norm
         self.residual_penalty = residual_penalty
         self.shrinkage = shrinkage
-
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        if self.start not in STARTS:
-            raise FitError(f"nlc_residual: start must be one of {STARTS}; got {self.start!r}")
-        if self.logit_norm not in LOGIT_NORMS:
-            raise FitError(
-                f"nlc_residual: logit_norm must be one of {LOGIT_NORMS}; got {self.logit_norm!r}"
-            )
-        if self.residual_penalty < 0 or self.shrinkage < 0:
-            raise FitError("nlc_residual: residual_penalty and shrinkage must be >= 0")
 
     def _norm_logits(self, z: torch.Tensor) -> torch.Tensor:
         if self.logit_norm == "std":

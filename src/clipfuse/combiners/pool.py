@@ -20,17 +20,6 @@ from clipfuse.combiners.base import Combiner
 from clipfuse.combiners.weights import PoolFit, Rule
 from clipfuse.errors import FitError
 
-# Parameter checks shared by every preset that has the parameter: (test, what it must be).
-_CHECKS: dict[str, tuple[Any, str]] = {
-    "max_iter": (lambda v: v >= 1, ">= 1"),
-    "rounds": (lambda v: v >= 1, ">= 1"),
-    "shrinkage": (lambda v: v >= 0, ">= 0"),
-    "tau": (lambda v: v > 0, "> 0"),
-    "max_prior_ratio": (lambda v: v >= 1, ">= 1"),
-    "keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "folds": (lambda v: v >= 2, ">= 2"),
-}
-
 
 class WeightedPool(Combiner):
     """``sum_b w_b z_b`` with ``w`` (B,) fitted on the hold-out by the preset's ``rule``.
@@ -56,9 +45,7 @@ class WeightedPool(Combiner):
         return [*cls.defaults, "device"]
 
     def _validate_params(self) -> None:
-        for key, (ok, must) in _CHECKS.items():
-            if key in self.defaults and not ok(getattr(self, key)):
-                raise FitError(f"{self.name}: {key} must be {must}; got {getattr(self, key)}")
+        super()._validate_params()
         if "required_wins" in self.defaults and not 1 <= self.required_wins <= self.folds:
             raise FitError(
                 f"{self.name}: required_wins must be in [1, folds={self.folds}]; "

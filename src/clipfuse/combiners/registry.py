@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # only for type hints: the registry imports no combiner at ru
 # Import order is the listing order (baselines first); each module registers its own classes.
 COMBINER_MODULES: tuple[str, ...] = (
     "clipfuse.combiners.static",
-    "clipfuse.combiners.moe",
+    "clipfuse.combiners.gating",  # moe
     "clipfuse.combiners.nlc",
     "clipfuse.heads.stack",
     "clipfuse.cascade.cascade",

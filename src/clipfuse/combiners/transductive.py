@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from clipfuse.combiners import weights
 from clipfuse.combiners.pool import WeightedPool
 from clipfuse.combiners.registry import register_combiner
-from clipfuse.errors import FitError
 
 
 def batch_features(features: list[torch.Tensor]) -> torch.Tensor:
@@ -55,15 +54,6 @@ class TransClip(WeightedPool):
                 "max_iter": 100}  # fmt: skip
     uses_features: ClassVar[bool] = True
     transductive: ClassVar[bool] = True
-
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        if not self.strength >= 0:
-            raise FitError(f"transclip: strength must be >= 0; got {self.strength}")
-        if not self.anchor_weight >= 0:
-            raise FitError(f"transclip: anchor_weight must be >= 0; got {self.anchor_weight}")
-        if self.iterations < 1:
-            raise FitError(f"transclip: iterations must be >= 1; got {self.iterations}")
 
     def _fit(self, features: list[torch.Tensor] | None, z: torch.Tensor, y: torch.Tensor) -> None:
         fit = weights.shrunk(self, z, y)

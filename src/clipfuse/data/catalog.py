@@ -10,6 +10,7 @@ import fnmatch
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from clipfuse.errors import DataError
 
@@ -90,32 +91,31 @@ def templates_for(name: str | None) -> list[str]:
     return list(_templates().get(name or "", ["a photo of a {c}."]))
 
 
-def load_templates_file(path: str | Path) -> list[str]:
-    """A custom templates file: JSON list of strings with "{c}", or one template per line."""
+def _list_file(path: str | Path, what: str) -> Any:
+    """A JSON value, or the file's non-empty lines when it is not JSON."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"templates file not found: {str(path)!r}")
+        raise DataError(f"{what} file not found: {str(path)!r}")
     text = path.read_text()
     try:
-        value = json.loads(text)
-        templates = value if isinstance(value, list) else None
+        return json.loads(text)
     except ValueError:
-        templates = [line.strip() for line in text.splitlines() if line.strip()]
-    if not templates or not all(isinstance(t, str) and "{c}" in t for t in templates):
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def load_templates_file(path: str | Path) -> list[str]:
+    """A custom templates file: JSON list of strings with "{c}", or one template per line."""
+    templates = _list_file(path, "templates")
+    if not isinstance(templates, list) or not templates or not all(
+        isinstance(t, str) and "{c}" in t for t in templates
+    ):
         raise DataError(f"templates file {str(path)!r} must hold templates containing '{{c}}'")
     return templates
 
 
 def load_classnames_file(path: str | Path) -> list[str]:
     """One class name per line (CLIP_benchmark's classnames.txt), or a JSON list."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"class names file not found: {str(path)!r}")
-    text = path.read_text()
-    try:
-        names = json.loads(text)
-    except ValueError:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
+    names = _list_file(path, "class names")
     if not isinstance(names, list) or not names:
         raise DataError(f"class names file {str(path)!r} is empty or malformed")
     return [str(n) for n in names]

@@ -116,14 +116,20 @@ def open_dataset(
     return dataset.subset(limit)
 
 
-def _resolve_classnames(explicit, path: Path, name: str, found: list[str] | None) -> list[str]:
+def _given(explicit, path: Path, filename: str, load) -> list[str] | None:
+    """An explicit list or file (``load`` reads it), else ``filename`` beside the data, else None."""
     if isinstance(explicit, (str, Path)):
-        return load_classnames_file(explicit)
+        return load(explicit)
     if explicit:
         return list(explicit)
-    folder = path if path.is_dir() else path.parent
-    if (folder / "classnames.txt").is_file():
-        return load_classnames_file(folder / "classnames.txt")
+    beside = (path if path.is_dir() else path.parent) / filename
+    return load(beside) if beside.is_file() else None
+
+
+def _resolve_classnames(explicit, path: Path, name: str, found: list[str] | None) -> list[str]:
+    given = _given(explicit, path, "classnames.txt", load_classnames_file)
+    if given:
+        return given
     known = known_classnames(name)
     if known and (found is None or len(found) == len(known)):
         return known
@@ -133,13 +139,8 @@ def _resolve_classnames(explicit, path: Path, name: str, found: list[str] | None
 
 
 def _resolve_templates(explicit, path: Path, name: str) -> list[str]:
-    if isinstance(explicit, (str, Path)):
-        return load_templates_file(explicit)
-    if explicit:
-        return list(explicit)
-    folder = path if path.is_dir() else path.parent
-    custom = folder / "zeroshot_classification_templates.txt"
-    return load_templates_file(custom) if custom.is_file() else templates_for(name)
+    custom = "zeroshot_classification_templates.txt"
+    return _given(explicit, path, custom, load_templates_file) or templates_for(name)
 
 
 def _encode_labels(raw, classnames: list[str], found: list[str] | None, source: str) -> np.ndarray:

@@ -1,9 +1,10 @@
 """A saved ensemble's checksum: sha256 of the file's every byte, carried in its own header.
 
-The file is written with a placeholder of 64 zeros as the `clipfuse_sha256` metadata value, its
-sha256 is computed and written over the placeholder (same length, so no offset moves). To verify,
-the recorded value is put back to zeros and the file hashed again. Any edited byte (tensor data,
-header, metadata, even JSON padding) changes the hash; a file without the field is refused too.
+The file's bytes are made with a placeholder of 64 zeros as the `clipfuse_sha256` metadata
+value, their sha256 is written over the placeholder (same length, so no offset moves) and the file
+is written once, atomically. To verify, the recorded value is put back to zeros and the file
+hashed again. Any edited byte (tensor data, header, metadata, even JSON padding) changes the
+hash; a file without the field is refused too.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.store.atomic import atomic_write_bytes
 
 KEY = "clipfuse_sha256"
 PLACEHOLDER = "0" * 64
@@ -36,13 +38,13 @@ def _span(data: bytes | bytearray, path: Path) -> tuple[int, int]:
 
 
 def save_sealed(tensors: dict, path: str | Path, metadata: dict[str, str]) -> Path:
-    """`safetensors.torch.save_file` plus the checksum (what `SavedEnsemble.save` writes)."""
+    """`safetensors.torch.save` plus the checksum, written atomically (what `SavedEnsemble.save`
+    writes)."""
     path = Path(path)
-    save_file(tensors, str(path), metadata={**metadata, KEY: PLACEHOLDER})
-    data = bytearray(path.read_bytes())
+    data = bytearray(save(tensors, metadata={**metadata, KEY: PLACEHOLDER}))
     start, end = _span(data, path)
     data[start:end] = hashlib.sha256(data).hexdigest().encode()
-    path.write_bytes(bytes(data))
+    atomic_write_bytes(path, bytes(data))
     return path
 
 

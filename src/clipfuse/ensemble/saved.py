@@ -25,6 +25,7 @@ from clipfuse.ensemble.checksum import save_sealed, verify
 from clipfuse.ensemble.inputs import Images, images_dataset
 from clipfuse.errors import ClipfuseError, DataError, FitError, ProvenanceMismatchError
 from clipfuse.paths import ensure_dir
+from clipfuse.store.atomic import atomic_write_bytes
 
 FORMAT = "clipfuse.ensemble"
 VERSION = 2  # 2: sha256 checksum in the header
@@ -206,10 +207,8 @@ class SavedEnsemble:
             "transductive": bool(self.combiner.transductive),
             "training": self.training,
         }
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        save_sealed(tensors, tmp, {"clipfuse": json.dumps(header)})
-        tmp.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(header, indent=1))
+        save_sealed(tensors, path, {"clipfuse": json.dumps(header)})
+        atomic_write_bytes(path.with_suffix(".json"), json.dumps(header, indent=1).encode())
         return path
 
     @classmethod
@@ -290,12 +289,7 @@ class SavedEnsemble:
 
     def logits(self, features: list[torch.Tensor]) -> torch.Tensor:
         """(B, N, C) zero-shot logits from per-backbone normalised features."""
-        return torch.stack(
-            [
-                rec["logit_scale"] * f.float() @ w.T + (rec.get("logit_bias") or 0.0)
-                for rec, f, w in zip(self.backbones, features, self.classifiers)
-            ]
-        )
+        return torch.stack([self.backbone_logits(b, f) for b, f in enumerate(features)])
 
 
 def check_transductive(combiner: Combiner, allowed: bool) -> None:

@@ -17,12 +17,8 @@ from typing import Any
 from clipfuse.backbones.built_from import still_built_from
 from clipfuse.backbones.spec import parse_backbone_spec
 from clipfuse.data.dataset import ImageDataset
-from clipfuse.extraction.engine import (
-    DEFAULT_SHARD_SIZE,
-    ExtractionReport,
-    provenance_for,
-    view_name,
-)
+from clipfuse.extraction.engine import ExtractionReport, provenance_for, view_name
+from clipfuse.extraction.options import ExtractOptions
 from clipfuse.store import EntryKey, FeatureStore
 from clipfuse.store.provenance import first_difference, normalise
 
@@ -31,15 +27,14 @@ def finished_extraction(
     specs: Sequence[str],
     dataset: ImageDataset,
     store: FeatureStore,
-    *,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    feature_dtype: str = "float16",
-    perturbation_key: str | None = None,
+    options: ExtractOptions | None = None,
+    **kwargs: Any,
 ) -> ExtractionReport | None:
-    """The report of a run that has nothing to do, or None if that cannot be told without
-    building the models."""
+    """The report of a run with these options (an ExtractOptions or its fields as keywords)
+    that has nothing to do, or None if that cannot be told without building the models."""
     start = time.perf_counter()
-    view = view_name(dataset, perturbation_key)
+    opts = ExtractOptions.of(options, **kwargs)
+    view = view_name(dataset, opts.perturbation_key)
     records: list[dict[str, Any]] = []
     for key in store.entries(view_prefix=view):
         info = store.get_array_set("backbone-info", key.backbone) if key.view == view else None
@@ -63,9 +58,9 @@ def finished_extraction(
         manifest = entry.manifest()
         expected = {
             "num_samples": len(dataset),
-            "shard_size": shard_size,
-            "feature_dtype": feature_dtype,
-            "provenance": normalise(provenance_for(record, dataset, perturbation_key)),
+            "shard_size": opts.shard_size,
+            "feature_dtype": opts.feature_dtype,
+            "provenance": normalise(provenance_for(record, dataset, opts.perturbation_key)),
         }
         if any(first_difference(manifest.get(k), v, k) for k, v in expected.items()):
             return None

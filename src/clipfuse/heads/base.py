@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from clipfuse.combiners.base import PARAM_RULES
 from clipfuse.combiners.folds import cross_val_predict
 from clipfuse.errors import FitError
 
@@ -44,7 +45,12 @@ class HeadBank:
         self.meta_: list[dict[str, Any]] = []  # per backbone: JSON metadata (chosen hyper-params)
 
     def _validate(self) -> None:
-        """Hook: FitError for unusable parameter values."""
+        """FitError for unusable parameter values: the combiners' shared ``PARAM_RULES`` here,
+        subclasses add their own checks."""
+        for key, value in self.params.items():
+            ok, must = PARAM_RULES.get(key, (None, ""))
+            if ok is not None and not ok(value):
+                raise FitError(f"{self.kind} heads: {key} must be {must}; got {value}")
 
     def clone(self) -> HeadBank:
         """Same parameters, not fitted."""

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clipfuse.combiners._optim import minimise_lbfgs
 from clipfuse.combiners.folds import can_crossfit, stratified_folds
 from clipfuse.errors import FitError
 from clipfuse.heads.base import HeadBank
@@ -55,26 +56,15 @@ def fit_logistic(
     """
     w = init[0].detach().clone().requires_grad_(True)
     b = init[1].detach().clone().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [w, b],
-        lr=1.0,
-        max_iter=max_iter,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=1e-7,
-        tolerance_change=1e-6,
-    )
     scale = 0.5 * weight_decay / num_classes
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
+    def loss() -> torch.Tensor:
         out = x @ w.T + b if offset is None else offset + x @ w.T + b
         penalty = w.pow(2).sum() + (b.pow(2).sum() if penalise_bias else 0.0)
-        loss = F.cross_entropy(out, y) + scale * penalty
-        loss.backward()
-        return loss
+        return F.cross_entropy(out, y) + scale * penalty
 
     with torch.enable_grad():
-        opt.step(closure)
+        minimise_lbfgs([w, b], loss, max_iter, tolerance_grad=1e-7, tolerance_change=1e-6)
     return w.detach(), b.detach()
 
 
@@ -90,14 +80,10 @@ class LinearProbeHeads(HeadBank):
     }
 
     def _validate(self) -> None:
-        p = self.params
-        if not p["weight_decays"] or min(p["weight_decays"]) <= 0:
+        super()._validate()
+        if not self.params["weight_decays"] or min(self.params["weight_decays"]) <= 0:
             raise FitError(
                 f"{self.kind} heads: weight_decays must be a non-empty list of values > 0"
-            )
-        if p["default_weight_decay"] <= 0 or p["max_iter"] < 1 or p["cv_folds"] < 2:
-            raise FitError(
-                f"{self.kind} heads: need default_weight_decay > 0, max_iter >= 1, cv_folds >= 2"
             )
 
     penalise_bias = False  # subclasses that fit a residual penalise the whole (W, b)

@@ -57,6 +57,7 @@ class HeadStack(Combiner):
     uses_features = True
     min_per_class = 1
     nested_params = {"inner": "inner_params", "head": "head_params"}
+    param_choices = {"protocol": PROTOCOLS}
 
     def __init__(
         self,
@@ -78,12 +79,7 @@ class HeadStack(Combiner):
         self.seed = seed
 
     def _validate_params(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise FitError(
-                f"{self.name}: protocol must be one of {PROTOCOLS}; got {self.protocol!r}"
-            )
-        if int(self.folds) < 2:
-            raise FitError(f"{self.name}: folds must be >= 2; got {self.folds}")
+        super()._validate_params()
         self._new_heads()  # unknown or bad head parameters fail here, before any work
 
     def _new_heads(self) -> HeadBank:

@@ -55,13 +55,18 @@ def cache_logits(
     key_labels: torch.Tensor,
     num_classes: int,
     beta: float,
+    leave_one_out: bool = False,
 ) -> torch.Tensor:
-    """(n, C) cache scores ``exp(-beta (1 - q K^T)) @ L``, computed in query chunks."""
+    """(n, C) cache scores ``exp(-beta (1 - q K^T)) @ L``, computed in query chunks;
+    ``leave_one_out`` (queries are the keys): each query's own entry is masked."""
     step = _chunk_rows(keys.shape[0], num_classes)
     parts = []
     for start in range(0, queries.shape[0], step):
-        sim = queries[start : start + step] @ keys.T
-        parts.append(class_sums(torch.exp(-beta * (1.0 - sim)), key_labels, num_classes))
+        aff = torch.exp(-beta * (1.0 - queries[start : start + step] @ keys.T))
+        if leave_one_out:
+            rows = torch.arange(aff.shape[0], device=aff.device)
+            aff[rows, rows + start] = 0.0
+        parts.append(class_sums(aff, key_labels, num_classes))
     if not parts:
         return torch.zeros(0, num_classes, device=queries.device)
     return torch.cat(parts)
@@ -120,11 +125,10 @@ class TipAdapterHeads(HeadBank):
     }
 
     def _validate(self) -> None:
+        super()._validate()
         p = self.params
         if not p["alphas"] or not p["betas"] or min(p["alphas"]) < 0 or min(p["betas"]) < 0:
             raise FitError(f"{self.kind} heads: alphas and betas must be non-empty and >= 0")
-        if p["alpha"] < 0 or p["beta"] < 0:
-            raise FitError(f"{self.kind} heads: alpha and beta must be >= 0")
 
     def _choose(
         self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, c: int
@@ -167,16 +171,10 @@ class TipAdapterHeads(HeadBank):
         small optimism the controller inherits (documented).
         """
         self.fit(features, logits, y, num_classes, seed)
-        out = torch.empty(logits.shape, dtype=torch.float32, device=logits.device)
-        for b, x in enumerate(features):
-            meta = self.meta_[b]
-            step = _chunk_rows(x.shape[0], num_classes)
-            for start in range(0, x.shape[0], step):
-                rows = torch.arange(start, min(x.shape[0], start + step), device=x.device)
-                aff = torch.exp(-meta["beta"] * (1.0 - x[rows] @ x.T))
-                aff[torch.arange(rows.numel(), device=x.device), rows] = 0.0
-                out[b, rows] = logits[b, rows] + meta["alpha"] * class_sums(aff, y, num_classes)
-        return out
+        return torch.stack([
+            logits[b].float() + m["alpha"] * cache_logits(x, x, y, num_classes, m["beta"], True)
+            for b, (x, m) in enumerate(zip(features, self.meta_))
+        ])  # fmt: skip
 
 
 class TipAdapterFHeads(TipAdapterHeads):
@@ -190,14 +188,6 @@ class TipAdapterFHeads(TipAdapterHeads):
         "batch_size": 256,
         "weight_decay": 0.01,
     }
-
-    def _validate(self) -> None:
-        super()._validate()
-        p = self.params
-        if p["epochs"] < 0 or p["lr"] <= 0 or p["batch_size"] < 1 or p["weight_decay"] < 0:
-            raise FitError(
-                "tipf heads: need epochs >= 0, lr > 0, batch_size >= 1, weight_decay >= 0"
-            )
 
     def _fit_one(
         self, features: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, c: int, seed: int
@@ -246,14 +236,5 @@ class TipAdapterFHeads(TipAdapterHeads):
                     last = float(loss.detach())
         return keys.detach(), last
 
-    def fit_crossfit(
-        self,
-        features: list[torch.Tensor],
-        logits: torch.Tensor,
-        y: torch.Tensor,
-        num_classes: int,
-        num_folds: int,
-        seed: int,
-    ) -> torch.Tensor:
-        """K-fold refits: tuned keys have seen every training row, so LOO is not honest here."""
-        return HeadBank.fit_crossfit(self, features, logits, y, num_classes, num_folds, seed)
+    # K-fold refits: tuned keys have seen every training row, so LOO is not honest here.
+    fit_crossfit = HeadBank.fit_crossfit

@@ -119,22 +119,21 @@ def resolve_view(
     views = store.views()
     if exact in views:
         return exact
-    candidates = []
-    for view in views:
-        meta = store.get_array_set("view-info", view)
-        if meta is None:
-            continue
-        m = meta.metadata
-        if (
-            m.get("source_fingerprint") == dataset.source_fingerprint
-            and m.get("split") == dataset.split
-            and m.get("perturbation") == perturbation_key
-        ):
-            candidates.append(view)
+    infos = [(v, store.get_array_set("view-info", v)) for v in views]
+    same_split = {  # view -> its view-info, for extractions of this split and perturbation
+        v: info.metadata
+        for v, info in infos
+        if info is not None
+        and info.metadata.get("split") == dataset.split
+        and info.metadata.get("perturbation") == perturbation_key
+    }
+    candidates = [
+        v for v, m in same_split.items() if m.get("source_fingerprint") == dataset.source_fingerprint
+    ]
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        _raise_if_changed(store, views, dataset, perturbation_key)
+        _raise_if_changed(list(same_split.values()), dataset)
         raise StoreError(
             f"no features for {dataset.source} split {dataset.split!r} in store {store.root}; run `clipfuse extract` first"
         )
@@ -143,23 +142,14 @@ def resolve_view(
     )
 
 
-def _raise_if_changed(
-    store: FeatureStore, views: list[str], dataset: ImageDataset, perturbation_key: str | None
-) -> None:
+def _raise_if_changed(same_split: list[dict[str, Any]], dataset: ImageDataset) -> None:
     """The store holds this source and split with other contents: say the data changed (the
     user did extract it) rather than asking for a first extraction."""
     from clipfuse.data.sources import canonical_source
 
     source = canonical_source(dataset.source)
-    for view in views:
-        meta = store.get_array_set("view-info", view)
-        m = meta.metadata if meta is not None else {}
-        if (
-            m.get("source") == source
-            and m.get("split") == dataset.split
-            and m.get("perturbation") == perturbation_key
-            and m.get("source_fingerprint") != dataset.source_fingerprint
-        ):
+    for m in same_split:
+        if m.get("source") == source and m.get("source_fingerprint") != dataset.source_fingerprint:
             if m.get("columns") and m.get("columns") != dataset.columns:
                 raise ProvenanceMismatchError(
                     f"{dataset.source} split {dataset.split!r} was extracted with columns "
@@ -229,7 +219,8 @@ def load_bundle(
                 f"text classifier of {key.backbone} has dim {weights.shape[1]}, features {f.shape[1]}"
             )
         feats.append(f)
-        logits.append(zeroshot_logits(f, weights, scale, _logit_bias(store, key.backbone)))
+        bias = _recorded(store, key.backbone, "logit_bias")
+        logits.append(zeroshot_logits(f, weights, scale, bias))
         scales.append(scale)
         classifiers.append(weights)
     first_rows = np.searchsorted(datas[0].indices, common)
@@ -248,9 +239,9 @@ def load_bundle(
         templates=list(templates),
         logit_scales=scales,
         classifiers=classifiers,
-        gflops=[_gflops(store, k.backbone) for k in keys],
+        gflops=[_recorded(store, k.backbone, "image_gflops") for k in keys],
         failures=list(datas[0].failures),
-        logit_biases=[_logit_bias(store, k.backbone) for k in keys],
+        logit_biases=[_recorded(store, k.backbone, "logit_bias") for k in keys],
     )
 
 
@@ -262,14 +253,10 @@ def _spec(store: FeatureStore, fingerprint: str) -> str:
     return str(info.metadata["spec"])
 
 
-def _gflops(store: FeatureStore, fingerprint: str) -> float | None:
+def _recorded(store: FeatureStore, fingerprint: str, key: str) -> Any:
+    """One field of a backbone's recorded info ("image_gflops", "logit_bias"); None if absent."""
     info = store.get_array_set("backbone-info", fingerprint)
-    return None if info is None else info.metadata.get("image_gflops")
-
-
-def _logit_bias(store: FeatureStore, fingerprint: str) -> float | None:
-    info = store.get_array_set("backbone-info", fingerprint)
-    return None if info is None else info.metadata.get("logit_bias")
+    return None if info is None else info.metadata.get(key)
 
 
 def _short_name(spec: str) -> str:

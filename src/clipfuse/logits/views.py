@@ -100,6 +100,7 @@ def load_views(
     """
     from clipfuse.backbones import load_backbone
     from clipfuse.extraction import extract
+    from clipfuse.extraction.noop import finished_extraction
 
     if not backbones:
         raise ClipfuseError("load_views needs at least one backbone spec")
@@ -109,7 +110,7 @@ def load_views(
     datasets = [open_dataset(source, s, name=name, limit=limit, **columns) for s in names]
     loaded = None
     for dataset in datasets:
-        if not _extracted(feature_store, dataset, backbones):
+        if finished_extraction(backbones, dataset, feature_store) is None:  # told without models
             loaded = loaded or [load_backbone(b, device=device) for b in backbones]
             extract(
                 loaded,
@@ -122,19 +123,3 @@ def load_views(
     bundles = tuple(bundle_for(feature_store, d, backbones) for d in datasets)
     return bundles[0] if isinstance(splits, str) else bundles
 
-
-def _extracted(store: FeatureStore, dataset: ImageDataset, backbones: Sequence[str]) -> bool:
-    """Are complete entries of every backbone (by recorded spec) in the store for this view?"""
-    from clipfuse.extraction import view_name
-
-    view = view_name(dataset)
-    if view not in store.views():
-        return False
-    done = set()
-    for key in store.entries():
-        if key.view != view:
-            continue
-        info = store.get_array_set("backbone-info", key.backbone)
-        if info is not None and store.entry(key).is_complete():
-            done.add(str(info.metadata.get("spec")))
-    return set(backbones) <= done

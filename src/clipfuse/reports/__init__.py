@@ -1,17 +1,7 @@
 """Figures (scikit-learn-style Display objects) and Markdown/HTML reports of a results directory."""
 
-from clipfuse.reports.displays import (
-    AccuracyDisplay,
-    AgreementDisplay,
-    BudgetCurveDisplay,
-    CKADisplay,
-    ClassTemperatureDisplay,
-    ComputeDisplay,
-    DiversityGainDisplay,
-    IntersectionDisplay,
-    RobustnessDisplay,
-    TemperatureDisplay,
-)
+from clipfuse.reports import displays
+from clipfuse.reports.displays import *  # noqa: F403 -- every Display, listed in displays.__all__
 from clipfuse.reports.report import ReportFiles, write_report
 from clipfuse.reports.results import (
     Results,
@@ -23,18 +13,9 @@ from clipfuse.reports.results import (
 )
 
 __all__ = [
-    "AccuracyDisplay",
-    "AgreementDisplay",
-    "BudgetCurveDisplay",
-    "CKADisplay",
-    "ClassTemperatureDisplay",
-    "ComputeDisplay",
-    "DiversityGainDisplay",
-    "IntersectionDisplay",
+    *displays.__all__,
     "ReportFiles",
     "Results",
-    "RobustnessDisplay",
-    "TemperatureDisplay",
     "load_results",
     "save_analysis",
     "save_evaluation",

@@ -14,26 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipfuse.errors import DataError
-from clipfuse.reports.document import FIGURES_DIR, Cell, Code, FigureBlock, Section, Table
+from clipfuse.reports.document import FIGURES_DIR, FigureBlock
 from clipfuse.reports.render_html import render_html
 from clipfuse.reports.render_md import render_markdown
 from clipfuse.reports.results import load_results
 from clipfuse.reports.sections import build_sections
 from clipfuse.store.atomic import atomic_write_bytes
-
-__all__ = [
-    "FIGURES_DIR",
-    "Cell",
-    "Code",
-    "FigureBlock",
-    "ReportFiles",
-    "Section",
-    "Table",
-    "build_sections",
-    "render_html",
-    "render_markdown",
-    "write_report",
-]
 
 
 @dataclass(frozen=True)

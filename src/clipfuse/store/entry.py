@@ -22,7 +22,6 @@ upload) then ``commit_shard`` (the committer: the marker). ``write_shard`` does 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from clipfuse.errors import ProvenanceMismatchError, StoreError
+from clipfuse.hashing import installed_versions
 from clipfuse.store.atomic import fsync_dir, remove_stale_temps
 from clipfuse.store.files import LocalFiles, RemoteFiles
 from clipfuse.store.keys import EntryKey
@@ -85,17 +85,6 @@ class ShardReceipt:
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the features (read from metadata; nothing is imported)."""
-    versions = {"python": platform.python_version()}
-    for package in _VERSIONED_PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
 
 
 @dataclass(frozen=True)
@@ -177,7 +166,7 @@ class StoreEntry:
         self.root = files.root
         self.key = key
         self.rel = f"views/{key.view}/{key.backbone}"
-        self.path = files.path(self.rel) if not files.remote else files.full(self.rel)
+        self.path = files.full(self.rel)
         self.lock_timeout = lock_timeout
         self._layout_cache: tuple[int, int] | None = None
         self._dtype_cache: str | None = None
@@ -189,11 +178,7 @@ class StoreEntry:
 
     @property
     def manifest_path(self) -> Path | str:
-        return (
-            self.files.path(self._manifest_rel)
-            if not self.files.remote
-            else self.files.full(self._manifest_rel)
-        )
+        return self.files.full(self._manifest_rel)
 
     @property
     def _manifest_rel(self) -> str:
@@ -289,7 +274,10 @@ class StoreEntry:
                     "num_shards": -(-given["num_samples"] // given["shard_size"]),
                     "created": _utc_now(),
                     "created_by": {"host": platform.node(), "pid": os.getpid()},
-                    "library_versions": library_versions(),
+                    "library_versions": {
+                        "python": platform.python_version(),
+                        **installed_versions(_VERSIONED_PACKAGES),
+                    },
                 }
                 self.files.write(self._manifest_rel, json_bytes(manifest))
                 if not self.files.remote:
@@ -316,8 +304,7 @@ class StoreEntry:
         return i * shard_size, min((i + 1) * shard_size, num_samples)
 
     def shard_path(self, i: int) -> Path | str:
-        rel = self._shard_rel(i)
-        return self.files.path(rel) if not self.files.remote else self.files.full(rel)
+        return self.files.full(self._shard_rel(i))
 
     def _shard_rel(self, i: int) -> str:
         return f"{self.rel}/{shard_name(i)}"

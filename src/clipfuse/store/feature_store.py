@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 
 from clipfuse.errors import StoreError
-from clipfuse.paths import ensure_store_dir
+from clipfuse.paths import ensure_dir
 from clipfuse.store.entry import FORMAT_VERSION, StoreEntry, json_bytes
 from clipfuse.store.files import open_files
 from clipfuse.store.keys import EntryKey, check_slug
@@ -56,9 +56,7 @@ class FeatureStore:
         self.url = self.files.url
         self.lock_timeout = float(lock_timeout)
         if not self.files.remote:
-            if self.files.root.exists() and not self.files.root.is_dir():
-                raise StoreError(f"feature store root {self.root} exists and is not a directory")
-            ensure_store_dir(self.files.root)
+            ensure_dir(self.files.root, "feature store", StoreError)
         expected = {"format": STORE_FORMAT, "version": FORMAT_VERSION}
         try:
             raw = self.files.read_bytes("store.json")
@@ -139,9 +137,6 @@ class FeatureStore:
             raise ValueError(f"namespace {namespace!r} is reserved by the store")
         return f"{namespace}/{name}.safetensors"
 
-    def _where(self, rel: str) -> Path | str:
-        return self.files.full(rel) if self.files.remote else self.files.path(rel)
-
     def put_array_set(
         self,
         namespace: str,
@@ -160,12 +155,12 @@ class FeatureStore:
         payload = encode(converted, {"format": ARRAY_SET_FORMAT, "metadata": meta})
         self.files.write(rel, payload)
         self.files.write(rel.removesuffix(".safetensors") + ".json", json_bytes(meta))
-        return self._where(rel)
+        return self.files.full(rel)
 
     def get_array_set(self, namespace: str, name: str) -> ArraySet | None:
         """The arrays (writeable copies) and metadata stored under ``namespace/name``, or ``None``."""
         rel = self._array_set_rel(namespace, name)
-        path = self._where(rel)
+        path = self.files.full(rel)
         try:
             data = self.files.read_bytes(rel)
         except FileNotFoundError:

@@ -73,6 +73,8 @@ class LocalFiles:
     def path(self, rel: str) -> Path:
         return self.root / rel
 
+    full = path  # where ``rel`` is, as a path here and a URL on an object store
+
     def read_bytes(self, rel: str) -> bytes:
         return self.path(rel).read_bytes()
 

@@ -125,15 +125,6 @@ def read_ranged(
     return arrays, header_metadata(header)
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    """Our JSON metadata of a safetensors file, reading only its header."""
-    header, _ = _read_header(path)
-    raw = header.get("__metadata__", {}).get(METADATA_KEY)
-    if raw is None:
-        raise StoreError(f"{path} has no clipfuse metadata; it was not written by clipfuse")
-    return json.loads(raw)
-
-
 def read_mmap(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Every tensor of ``path`` as a read-only ``np.memmap`` (empty tensors as read-only arrays)."""
     header, data_start = _read_header(path)

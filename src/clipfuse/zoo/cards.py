@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from clipfuse.backbones.flops import COUNTER
+from clipfuse.backbones.spec import model_family
 from clipfuse.hashing import file_sha256
 from clipfuse.store.atomic import atomic_write_bytes
 from clipfuse.zoo.captions import training_templates
@@ -85,11 +86,7 @@ def write_card(
     import timm
 
     vision = model_cfg["vision_cfg"]
-    family = (
-        f"timm:{vision['timm_model_name']}"
-        if "timm_model_name" in vision
-        else ("resnet" if isinstance(vision.get("layers"), list) else "vit")
-    )
+    family = model_family(model_cfg)
     image_params = sum(p.numel() for p in model.visual.parameters())
     total_params = sum(p.numel() for p in model.parameters())
     card: dict[str, Any] = {

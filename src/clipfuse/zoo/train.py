@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
 import math
 import multiprocessing
 import time
@@ -27,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from clipfuse.errors import ClipfuseError
+from clipfuse.hashing import value_hash
 from clipfuse.zoo.captions import CaptionBank
 from clipfuse.zoo.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from clipfuse.zoo.configs import ZOO_NAMES, model_config
@@ -97,7 +96,7 @@ def run_key(
         "data": trainset.counts,
         "mean": mean,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return value_hash(payload, 16)
 
 
 def train_model(

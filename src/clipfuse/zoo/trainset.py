@@ -23,7 +23,6 @@ from clipfuse.data.sampling import balanced_subset
 from clipfuse.store.atomic import atomic_write_bytes
 from clipfuse.zoo.configs import IMAGE_SIZE
 
-DOMAINS: tuple[str, ...] = ("cifar10", "fashion-mnist")
 HOLDOUT_PER_DATASET = 1000  # class-balanced train images per dataset the zoo never trains on
 HOLDOUT_SEED = 1234
 FLIP_DOMAINS = ("cifar10",)  # horizontal flips suit natural photos; Fashion-MNIST keeps its pose

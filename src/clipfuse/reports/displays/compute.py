@@ -46,19 +46,10 @@ class ComputeDisplay:
         self.title = title
 
     @classmethod
-    def from_points(
-        cls,
-        names: Sequence[str],
-        gflops: Sequence[float],
-        accuracy: Sequence[float],
-        *,
-        kinds: Sequence[str] | None = None,
-        errors: Sequence[float] | None = None,
-        title: str | None = None,
-        ax: Axes | None = None,
-    ) -> ComputeDisplay:
-        """``kinds`` groups points (e.g. "backbone", "fusion"); ``errors`` are accuracy stds."""
-        return cls(names, gflops, accuracy, kinds=kinds, errors=errors, title=title).plot(ax=ax)
+    def from_points(cls, *args: Any, ax: Axes | None = None, **kwargs: Any) -> ComputeDisplay:
+        """The constructor's arguments, plotted: ``kinds`` groups points (e.g. "backbone",
+        "fusion"); ``errors`` are accuracy stds."""
+        return cls(*args, **kwargs).plot(ax=ax)
 
     @styled
     def plot(self, ax: Axes | None = None) -> ComputeDisplay:
@@ -174,14 +165,9 @@ def _place_labels(ax: Axes, names: list[str], x: np.ndarray, y: np.ndarray) -> l
 
 def _spread(target: np.ndarray, gap: float) -> np.ndarray:
     """Positions as close as possible (least squares) to sorted `target` with consecutive ones
-    at least `gap` apart: isotonic regression of ``target - k * gap`` (pool adjacent violators),
-    so a lone point keeps its label beside it while a dense cluster fans out around its centre."""
-    shifted = target - gap * np.arange(len(target))
-    blocks: list[list[float]] = []  # [mean, count]
-    for value in shifted:
-        blocks.append([float(value), 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
-            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
-    fitted = np.concatenate([np.full(int(n), m) for m, n in blocks])
-    return fitted + gap * np.arange(len(target))
+    at least `gap` apart: isotonic regression of ``target - k * gap`` (scipy's), so a lone point
+    keeps its label beside it while a dense cluster fans out around its centre."""
+    from scipy.optimize import isotonic_regression
+
+    steps = gap * np.arange(len(target))
+    return isotonic_regression(target - steps).x + steps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,14 +40,10 @@ class TemperatureDisplay:
 
     @classmethod
     def from_temperatures(
-        cls,
-        temperatures: ArrayLike,
-        backbones: Sequence[str] | None = None,
-        *,
-        title: str | None = None,
-        ax: Axes | None = None,
+        cls, *args: Any, ax: Axes | None = None, **kwargs: Any
     ) -> TemperatureDisplay:
-        return cls(temperatures, backbones, title=title).plot(ax=ax)
+        """The constructor's arguments (temperatures (N, B), backbone names, title), plotted."""
+        return cls(*args, **kwargs).plot(ax=ax)
 
     @styled
     def plot(self, ax: Axes | None = None) -> TemperatureDisplay:
