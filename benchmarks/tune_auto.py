@@ -51,8 +51,10 @@ def choose_one_shot(signals: dict, threshold: float, heads: str, strong: str) ->
     return heads if weak else strong
 
 
-def summarise(name: str, tops: dict, refs: dict) -> None:
-    for budget in ("1-shot", "4-shot", "16-shot"):
+def summarise(
+    name: str, tops: dict, refs: dict, budgets: tuple[str, ...] = ("1-shot", "4-shot", "16-shot")
+) -> None:
+    for budget in budgets:
         gains, held = [], 0
         for task, ref in refs.items():
             vals = np.asarray(tops.get((task, budget), []))
@@ -82,6 +84,30 @@ def one_shot_signals(task, store: str, seeds: list[int]) -> dict[tuple[str, int]
     return out
 
 
+def replay_blend(store: str, cache: Path, stack_spec: str) -> None:
+    """Replay ``combine`` = choose / stack / hybrid at 4 and 16 shots from the per-draw records of
+    ``auto{}`` (the winner alone) and ``stack_spec`` (the blend always): the hybrid uses the winner
+    where it beats safe_conf_mix by the margin (the CV scores are the same in both runs), the blend
+    elsewhere -- how ``combine = "hybrid"`` was chosen."""
+    seeds = [0, 1, 2, 3, 4]
+    print("| combine | budget | cells held | mean gain | worst cell |\n|---|---|---|---|---|")
+    for rule in ("choose", "stack", "hybrid"):
+        tops: dict[tuple[str, str], list[float]] = {}
+        refs = {}
+        for task in TASKS:
+            alone = run_cell(task, "auto{}", [1, 4, 16], seeds, store, cache)
+            blend = per_seed(run_cell(task, stack_spec, [1, 4, 16], seeds, store, cache))
+            refs[task.label] = alone["reference"]
+            for (budget, seed), rec in per_seed(alone).items():
+                if budget == "1-shot":
+                    continue
+                clear = choose_cv(rec["info"]["auto_cv"], 1.0, 10 * int(budget[:-5]), 1)
+                use_blend = rule == "stack" or (rule == "hybrid" and clear == "safe_conf_mix")
+                top1 = (blend[(budget, seed)] if use_blend else rec)["top1"]
+                tops.setdefault((task.label, budget), []).append(top1)
+        summarise(rule, tops, refs, budgets=("4-shot", "16-shot"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="clipfuse-suite-store")
@@ -90,7 +116,14 @@ def main() -> None:
     parser.add_argument(
         "--one-shot-only", action="store_true", help="replay the 1-shot rule without auto's runs"
     )
+    parser.add_argument(
+        "--blend", default=None, metavar="STACK_SPEC",
+        help="replay combine=choose/stack/hybrid from auto{} and this always-blend run instead",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.blend:
+        replay_blend(args.store, Path(args.cache), args.blend)
+        return
     shots, seeds = [1, 4, 16], [0, 1, 2, 3, 4]
     cells, autos, refs = {}, {}, {}
     for task in TASKS:
