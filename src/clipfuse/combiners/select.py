@@ -320,9 +320,22 @@ class AutoSelect(Combiner):
             model = self._fit_on(self.choice_, features, z, y, labelled)
         self.chosen_model_ = model
         self.others_: dict[str, Combiner] = {}
-        for name in self.stack_weights_:
-            if name != self.choice_:
+        for name in list(self.stack_weights_):
+            if name == self.choice_:
+                continue
+            try:
                 self.others_[name] = self._fit_on(name, features, z, y, labelled)
+            except ClipfuseError as exc:  # a member that cannot fit on everything leaves the blend
+                self.dropped_[name] = str(exc)
+                del self.stack_weights_[name]
+        models = {self.choice_: self.chosen_model_, **self.others_}
+        left = {n: w for n, w in self.stack_weights_.items() if n in models}
+        if len(left) == 1:  # one member is left of the blend: that pipeline alone
+            self.choice_ = next(iter(left))
+            self.chosen_model_, left = models[self.choice_], {}
+        self.others_ = {n: m for n, m in self.others_.items() if n in left and n != self.choice_}
+        total = sum(left.values())
+        self.stack_weights_ = {n: w / total for n, w in left.items()}
         self.oof_ = {}  # fit-time only: not state
 
     def _members(self) -> list[tuple[float, Combiner]]:
