@@ -7,10 +7,9 @@ import torch
 from synthetic import SyntheticWorld, torch_threads
 
 from clipfuse.combiners import make_combiner
-from clipfuse.combiners.registry import RECOMMENDED
+from clipfuse.combiners.registry import RECOMMENDED, expand_methods
 from clipfuse.errors import FitError
 from clipfuse.evaluation.records import add_reference_columns
-from clipfuse.evaluation.runner import expand_methods
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -188,7 +188,8 @@ def test_random_configs_leave_nothing_in_temp(tmp_path, monkeypatch):
 
 
 def test_no_relative_gain_against_a_near_zero_baseline():
-    from clipfuse.evaluation.runner import _row, format_markdown
+    from clipfuse.evaluation.records import _row
+    from clipfuse.evaluation.tables import format_markdown
 
     near_zero = _row("d", "nlc", "1-shot", 10, [0.05, 0.04], [0.0, 0.002], kind="method")
     usual = _row("d", "nlc", "1-shot", 10, [0.55, 0.54], [0.5, 0.5], kind="method")

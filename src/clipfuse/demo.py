@@ -47,8 +47,8 @@ def run_demo(
     from clipfuse.combiners.registry import RECOMMENDED
     from clipfuse.data import open_dataset
     from clipfuse.evaluation.outputs import write_results
-    from clipfuse.evaluation.runner import CORE_METHODS, evaluate_methods, format_markdown
-    from clipfuse.evaluation.tables import format_compact
+    from clipfuse.evaluation.runner import CORE_METHODS, evaluate_methods
+    from clipfuse.evaluation.tables import format_compact, format_markdown
     from clipfuse.evaluation.zeroshot_eval import per_class_recall
     from clipfuse.extraction import extract
     from clipfuse.logits.views import bundle_for

@@ -48,22 +48,25 @@ def cmd_datasets(args) -> int:
 def cmd_extract(args) -> int:
     from clipfuse.backbones import load_backbone
     from clipfuse.engines import get_engine
+    from clipfuse.extraction.options import ExtractOptions
     from clipfuse.store import FeatureStore
 
     local = args.engine == "local"
     engine = None if local else get_engine(args.engine, args.ray_address)  # no Ray: fail first
     dataset = open_data(args)
     store = FeatureStore(args.store)
+    options = ExtractOptions(
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        shard_size=args.shard_size,
+        feature_dtype=args.feature_dtype,
+        progress=not args.quiet,
+        threads=args.threads,
+    )
     if local:  # nothing to do: told from the store's records, no model built
         from clipfuse.extraction.noop import finished_extraction
 
-        done = finished_extraction(
-            args.backbone,
-            dataset,
-            store,
-            shard_size=args.shard_size,
-            feature_dtype=args.feature_dtype,
-        )
+        done = finished_extraction(args.backbone, dataset, store, options)
         if done is not None:
             _print_nothing_to_do(done.view, len(done.entries))
             return 0
@@ -73,17 +76,7 @@ def cmd_extract(args) -> int:
         for s in args.backbone
     ]
     with engine:
-        report = engine.extract(
-            backbones,
-            dataset,
-            store,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            shard_size=args.shard_size,
-            feature_dtype=args.feature_dtype,
-            progress=not args.quiet,
-            threads=args.threads,
-        )
+        report = engine.extract(backbones, dataset, store, options)
     if report.images_processed == 0:
         _print_nothing_to_do(report.view, len(backbones))
     else:

@@ -171,8 +171,15 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _add_fusion_data(p) -> None:
+def _add_fusion_data(p, test: bool = True) -> None:
+    """The data, store and method options of the commands that fit on cached features; ``test``:
+    a test split too, and a --limit per split."""
     add_data_args(p, split=False)
+    p.add_argument("--train-split", required=True)
+    if test:
+        p.add_argument("--test-split", required=True)
+        p.add_argument("--train-limit", type=int, default=None)
+        p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--store", required=True, help="feature store directory")
     p.add_argument(
         "--backbone",
@@ -201,10 +208,6 @@ def add_parsers(sub) -> None:
         "evaluate", help="every method over label budgets and seeds: mean ± std, gains, worst case"
     )
     _add_fusion_data(p)
-    p.add_argument("--train-split", required=True)
-    p.add_argument("--test-split", required=True)
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--test-limit", type=int, default=None)
     p.add_argument(
         "--methods",
         default="core,recommended",
@@ -226,8 +229,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser(
         "fit", help="fit one combiner on a hold-out draw and save a self-contained ensemble"
     )
-    _add_fusion_data(p)
-    p.add_argument("--train-split", required=True)
+    _add_fusion_data(p, test=False)
     p.add_argument(
         "--method", default=None, help="combiner name (default: the recommended one, auto)"
     )
@@ -333,10 +335,6 @@ def add_tradeoff_parser(sub) -> None:
         "tradeoffs", help="accuracy vs GFLOPs: cascade curve, Pareto front, subsets per budget"
     )
     _add_fusion_data(p)
-    p.add_argument("--train-split", required=True)
-    p.add_argument("--test-split", required=True)
-    p.add_argument("--train-limit", type=int, default=None)
-    p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--shots", default="1")
     p.add_argument("--fraction", default=None)
     p.add_argument("--seed", type=int, default=0)

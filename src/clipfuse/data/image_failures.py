@@ -13,17 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# the kinds a single image can fail with (a subset of serve.decoding.KINDS, plus unreadable_file
-# for a path that exists but cannot be opened)
-IMAGE_KINDS = (
-    "not_an_image",
-    "truncated_image",
-    "corrupt_image",
-    "decompression_bomb",
-    "bad_base64",
-    "unreadable_file",
-)
-
 
 def failure_kind(error_type: str, message: str = "") -> str:
     """The stable kind of an image that failed with exception type `error_type` and `message`."""

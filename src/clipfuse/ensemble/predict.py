@@ -290,21 +290,8 @@ def predict_dataset(
 
 
 def predict_images(
-    ensemble: SavedEnsemble,
-    paths: list[str],
-    *,
-    device: str = "cpu",
-    batch_size: int = 32,
-    num_workers: int | None = None,
-    top_k: int = 1,
-    progress: bool = True,
-    transductive: bool = False,
-    threads: int | None = None,
+    ensemble: SavedEnsemble, paths: list[str], **options: Any
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(predictions, failures) for image files and folders of them (`clipfuse predict`).
-    ``threads``: the encoders' CPU threads, as in extraction (``extraction.threads``)."""
-    return predict_dataset(
-        ensemble, files_dataset(paths), device=device, batch_size=batch_size,
-        num_workers=num_workers, top_k=top_k, progress=progress, transductive=transductive,
-        threads=threads,
-    )  # fmt: skip
+    """(predictions, failures) for image files and folders of them (`clipfuse predict`);
+    ``options`` as `predict_dataset` (``threads``: the encoders' CPU threads, as in extraction)."""
+    return predict_dataset(ensemble, files_dataset(paths), **options)

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from clipfuse.engines.base import Engine
-from clipfuse.evaluation.runner import EvaluationResult, evaluate_methods
+from clipfuse.evaluation.records import EvaluationResult
+from clipfuse.evaluation.runner import evaluate_methods
 from clipfuse.logits.bundle import ViewBundle
 
 Budget = tuple[int | None, float | None]

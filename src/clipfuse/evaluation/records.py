@@ -60,25 +60,16 @@ class EvaluationResult:
         single_correct = self.single_correct or {}
         for name, acc in self.singles.items():
             row = _row(self.dataset, name, "zero-shot", 0, [acc], None, kind="single")
-            _add_interval(row, [single_correct[name]] if name in single_correct else [])
+            _add_interval(row, [single_correct.get(name)])
             rows.append(row)
         best_test = max(self.singles, key=self.singles.get)
-        rows.append(
-            _row(
-                self.dataset,
-                f"best single on test ({best_test}; reference only)",
-                "-",
-                0,
-                [self.singles[best_test]],
-                None,
-                kind="reference",
-            )
-        )
-        _add_interval(rows[-1], [single_correct[best_test]] if best_test in single_correct else [])
-        rows.append(
-            _row(self.dataset, "oracle (upper bound)", "-", 0, [self.oracle], None, kind="oracle")
-        )
-        _add_interval(rows[-1], [])
+        reference = f"best single on test ({best_test}; reference only)"
+        for method, acc, kind, correct in (
+            (reference, self.singles[best_test], "reference", single_correct.get(best_test)),
+            ("oracle (upper bound)", self.oracle, "oracle", None),
+        ):
+            rows.append(_row(self.dataset, method, "-", 0, [acc], None, kind=kind))
+            _add_interval(rows[-1], [correct])
         groups: dict[tuple[str, str], list[RunRecord]] = {}
         for r in self.records:
             groups.setdefault((r.method, r.budget), []).append(r)
@@ -101,7 +92,7 @@ class EvaluationResult:
             unl = [r.info["unlabelled"] for r in recs if "unlabelled" in r.info]
             row["unlabelled"] = int(np.mean(unl)) if unl else None  # train rows given as y = -1
             row["transductive"] = any(r.info.get("transductive") for r in recs)
-            _add_interval(row, [r.correct for r in recs if r.correct is not None])
+            _add_interval(row, [r.correct for r in recs])
             rows.append(row)
         add_reference_columns(rows, self.singles[best_test], self.oracle)
         return rows
@@ -149,8 +140,9 @@ def bootstrap_interval(correct: list[np.ndarray], level: float = 0.95) -> tuple[
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
-def _add_interval(row: dict[str, Any], correct: list[np.ndarray]) -> None:
+def _add_interval(row: dict[str, Any], correct: list[np.ndarray | None]) -> None:
     """``ci_low`` / ``ci_high`` (None when no per-image results were kept)."""
+    correct = [c for c in correct if c is not None]
     row["ci_low"], row["ci_high"] = bootstrap_interval(correct) if correct else (None, None)
 
 

@@ -69,22 +69,28 @@ def robustness_study(
     """Records of {perturbation, severity, method, accuracy (mean over seeds), std, drop}, all
     fractions (``evaluation.schema``; the CLI prints the drop in points)."""
     specs = [b.info.spec for b in backbones]
-    extract(
-        backbones,
-        test_dataset,
-        store,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        progress=progress,
-        threads=threads,
-    )
-    clean = load_bundle(
-        store,
-        view_name(test_dataset),
-        backbones=specs,
-        classnames=test_dataset.classnames,
-        templates=test_dataset.templates,
-    )
+
+    def view(perturbation: Perturbation | None = None) -> ViewBundle:
+        """The test view, clean or perturbed: extracted once (cached), then loaded."""
+        extract(
+            backbones,
+            test_dataset,
+            store,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            perturbation=perturbation,
+            progress=progress,
+            threads=threads,
+        )
+        return load_bundle(
+            store,
+            view_name(test_dataset, None if perturbation is None else perturbation.key),
+            backbones=specs,
+            classnames=test_dataset.classnames,
+            templates=test_dataset.templates,
+        )
+
+    clean = view()
     fitted = fit_on_clean(train, methods, shots, fraction, seeds)
     clean_scores = score_view(clean, fitted)
     records: list[dict[str, Any]] = []
@@ -108,24 +114,7 @@ def robustness_study(
 
     add("clean", 0, clean_scores)
     for perturbation in perturbations:
-        extract(
-            backbones,
-            test_dataset,
-            store,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            perturbation=perturbation,
-            progress=progress,
-            threads=threads,
-        )
-        bundle = load_bundle(
-            store,
-            view_name(test_dataset, perturbation.key),
-            backbones=specs,
-            classnames=test_dataset.classnames,
-            templates=test_dataset.templates,
-        )
-        add(perturbation.name, perturbation.severity, score_view(bundle, fitted))
+        add(perturbation.name, perturbation.severity, score_view(view(perturbation), fitted))
     return {
         "records": records,
         "protocol": {

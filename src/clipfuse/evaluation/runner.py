@@ -16,21 +16,9 @@ from clipfuse.combiners import BestSingle, oracle_accuracy
 from clipfuse.combiners.registry import expand_methods, list_combiners
 from clipfuse.errors import FitError
 from clipfuse.evaluation.metrics import topk_accuracy
-from clipfuse.evaluation.records import MIN_RELATIVE_BASELINE, EvaluationResult, RunRecord, _row
-from clipfuse.evaluation.tables import format_markdown
+from clipfuse.evaluation.records import EvaluationResult, RunRecord
 from clipfuse.logits.bundle import ViewBundle
 from clipfuse.protocol import correct_on, fit_on_draw, run_notes
-
-__all__ = [
-    "CORE_METHODS",
-    "MIN_RELATIVE_BASELINE",
-    "EvaluationResult",
-    "RunRecord",
-    "_row",
-    "evaluate_methods",
-    "expand_methods",
-    "format_markdown",
-]
 
 CORE_METHODS = list_combiners(group="core")  # static ensembles, calibrated mean, SL, MoE, NLC
 

@@ -196,10 +196,8 @@ def _merge_rows(
     old: list[dict], new: Iterable[Mapping[str, Any]], key: Sequence[str]
 ) -> list[dict]:
     """Rows of ``new`` replace rows of ``old`` with the same key; order of first appearance."""
-    merged = {tuple(str(r.get(k)) for k in key): dict(r) for r in old}
-    for r in new:
-        merged[tuple(str(r.get(k)) for k in key)] = dict(r)
-    return list(merged.values())
+    merged = {tuple(str(r.get(k)) for k in key): dict(r) for r in (*old, *new)}
+    return list(merged.values())  # a replaced key keeps its first position
 
 
 def save_evaluation(

@@ -4,6 +4,7 @@ temperatures); each appears only when its input exists."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -41,10 +42,8 @@ from clipfuse.reports.results import (
 
 def _pick_shots(rows: list[dict[str, Any]]) -> Any:
     """The shots setting with the most rows (first seen on ties): one setting per figure."""
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[str(r.get("shots"))] = counts.get(str(r.get("shots")), 0) + 1
-    return max(counts, key=lambda k: counts[k]) if counts else None
+    counts = Counter(str(r.get("shots")) for r in rows)
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def _dataset_section(
