@@ -123,6 +123,10 @@ def test_auto_bad_input_is_one_line() -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(FitError, match="fallback"):
         make_combiner("auto", candidates=("zs_probe",)).fit(*synthetic_problem())
+    with pytest.raises(FitError, match="combine must be one of"):
+        make_combiner("auto", combine="vote").fit(*synthetic_problem())
+    with pytest.raises(FitError, match="se_rule must be"):
+        make_combiner("robust_mix", se_rule=-1.0).fit(*synthetic_problem())
     with pytest.raises(FitError, match="unknown combiner"):
         make_combiner("auto", candidates=("safe_conf_mix", "nope")).fit(*synthetic_problem())
 

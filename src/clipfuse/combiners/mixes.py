@@ -114,8 +114,8 @@ RobustMix = register_combiner(
         pulled toward uniform is better by more than ``se_rule`` standard errors (a backbone
         that is confidently wrong under an image shift cannot hold the prior's weight), and the
         best single backbone replaces the mix when it is better by as much. With 10 labels only
-        a large gain switches; with 160 a small one does. ``auto``'s fusion candidate from 2
-        labels per class (chosen on the task suite, BENCHMARKS.md).""",
+        a large gain switches; with 160 a small one does. Not ``auto``'s fallback: as that it
+        held one 4-shot suite cell fewer than ``safe_conf_mix`` (BENCHMARKS.md "Task suite").""",
         uses_unlabelled=True, module=__name__, shrinkage=3.0, tau=0.03, max_prior_ratio=20.0,
         folds=5, required_wins=5, seed=0, max_iter=100, prior_cv=True, se_rule=1.0,
     ),  # fmt: skip

@@ -54,8 +54,9 @@ def fit_log_temperatures(z: torch.Tensor, y: torch.Tensor, ridge: float, max_ite
 
 
 def safe_log_temperatures(z: torch.Tensor, y: torch.Tensor, seed: int) -> torch.Tensor:
-    """(B,) log-temperatures of ``robust_mix``'s choice on the labelled rows (no prior): the
-    shrunk mix, or the best single backbone where its CV NLL is better by one standard error --
+    """(B,) log-temperatures of ``robust_mix``'s rule on the labelled rows, without its prior and
+    with ``safe_mix``'s shrinkage 1: the shrunk mix, or the best single backbone where its CV NLL
+    is better by one standard error --
     weight 0 becomes the largest temperature, so a start can give one backbone all the weight."""
     p = SimpleNamespace(shrinkage=1.0, max_iter=100, folds=5, required_wins=5, seed=int(seed),
                         se_rule=1.0)  # fmt: skip

@@ -233,13 +233,14 @@ class AutoSelect(Combiner):
         self.cv_classes_ = int(keep.numel())
         return [f[rows] for f in feats], z[:, rows][:, :, keep], y_sub[rows]
 
-    def _cross_validate(self, feats, z, y, k: int) -> dict[str, dict[str, float]]:
+    def _cross_validate(self, feats, z, y, k: int):
+        """(candidate -> CV accuracy / NLL / fold fit time, candidate -> out-of-fold
+        log-probabilities of the CV rows, the CV rows' labels); fit-time only, not state."""
         feats, z, y = self._class_subset(feats, z, y)
         labelled = torch.nonzero(y >= 0).flatten()
         fold = stratified_folds(y[labelled], k, int(self.seed))
         scores: dict[str, dict[str, float]] = {}
-        self.oof_: dict[str, torch.Tensor] = {}
-        self.oof_y_ = y[labelled]
+        oofs: dict[str, torch.Tensor] = {}
         for name in self.candidates:
             correct, nll, fit_s = 0.0, 0.0, 0.0
             oof = torch.zeros(labelled.numel(), z.shape[2], device=z.device)
@@ -258,9 +259,9 @@ class AutoSelect(Combiner):
                 continue
             n = labelled.numel()
             self.cv_rows_ = int(n)
-            self.oof_[name] = oof
+            oofs[name] = oof
             scores[name] = {"cv_acc": correct / n, "cv_nll": nll / n, "fold_fit_s": fit_s / k}
-        return scores
+        return scores, oofs, y[labelled]
 
     def _within_budget(self, scores, num_classes: int, k: int) -> dict[str, dict[str, float]]:
         """The candidates whose fit on everything is predicted to take at most
@@ -294,14 +295,14 @@ class AutoSelect(Combiner):
         if fewest >= 2:
             self.rule_ = f"cv ({min(int(self.folds), fewest)}-fold, nested)"
             k = min(int(self.folds), fewest)
-            self.scores_ = self._cross_validate(features, z, y, k)
+            self.scores_, oofs, y_cv = self._cross_validate(features, z, y, k)
             kept = self._within_budget(self.scores_, c, k)
             self.choice_ = choose_by_cv(
                 kept, self.fallback, float(self.margin), int(self.margin_rows), self.cv_rows_
             )
             unclear = self.choice_ == self.fallback  # no candidate beat it by the margin
             if self.combine == "stack" or (self.combine == "hybrid" and unclear):
-                self.stack_weights_ = stack_weights({n: self.oof_[n] for n in kept}, self.oof_y_)
+                self.stack_weights_ = stack_weights({n: oofs[n] for n in kept}, y_cv)
                 if len(self.stack_weights_) == 1:  # one pipeline carries the blend: that one
                     self.choice_, self.stack_weights_ = next(iter(self.stack_weights_)), {}
         else:
@@ -336,7 +337,6 @@ class AutoSelect(Combiner):
         self.others_ = {n: m for n, m in self.others_.items() if n in left and n != self.choice_}
         total = sum(left.values())
         self.stack_weights_ = {n: w / total for n, w in left.items()}
-        self.oof_ = {}  # fit-time only: not state
 
     def _members(self) -> list[tuple[float, Combiner]]:
         """(weight, fitted pipeline): the stack's members, or the chosen pipeline alone."""
