@@ -34,6 +34,9 @@ DEMO = Path(__file__).resolve().parents[1] / "src" / "clipfuse" / "demo_data" / 
 SPECS = ("zoo:rn-tiny", "zoo:vit-p4")
 # shard size a multiple of the batch size: blocks are the local engine's batches exactly
 RUN = {"batch_size": 32, "shard_size": 64, "feature_dtype": "float32", "progress": False}
+# The local engine decodes in this process here: forking DataLoader workers from a process whose
+# Ray driver threads are running can deadlock (a CI rehearsal hung once in the float16 test).
+LOCAL_RUN = {**RUN, "num_workers": 0}
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +54,9 @@ def local_store(tmp_path_factory, backbones, test_view) -> Path:
     """The reference: both demo splits extracted by the local engine."""
     root = tmp_path_factory.mktemp("local-store")
     store = FeatureStore(root)
-    get_engine("local").extract(backbones, test_view, store, **RUN)
+    get_engine("local").extract(backbones, test_view, store, **LOCAL_RUN)
     train = open_dataset(f"imagefolder:{DEMO}", "train", limit=200)
-    get_engine("local").extract(backbones, train, store, **RUN)
+    get_engine("local").extract(backbones, train, store, **LOCAL_RUN)
     return root
 
 
@@ -111,7 +114,7 @@ def test_ray_store_is_the_local_store_and_a_rerun_is_a_no_op(
     mtimes = {p: p.stat().st_mtime_ns for p in store.root.glob("views/*/*/*")}
     again = ray_engine.extract(backbones, test_view, store, **RUN)
     assert (again.images_processed, again.shards_written) == (0, 0)
-    local_again = get_engine("local").extract(backbones, test_view, store, **RUN)
+    local_again = get_engine("local").extract(backbones, test_view, store, **LOCAL_RUN)
     assert (local_again.images_processed, local_again.shards_written) == (0, 0)
     assert {p: p.stat().st_mtime_ns for p in store.root.glob("views/*/*/*")} == mtimes
 
@@ -307,11 +310,12 @@ def test_float16_shards_equal_under_the_drivers_thread_count(
         ray_module, "_commit", lambda batch, *a: seen.append(set(batch)) or commit(batch, *a)
     )
     run = {**RUN, "feature_dtype": "float16"}
+    local_run = {**LOCAL_RUN, "feature_dtype": "float16"}
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         local = FeatureStore(tmp_path / "local")
-        get_engine("local").extract(backbones[:1], test_view, local, **run)
+        get_engine("local").extract(backbones[:1], test_view, local, **local_run)
         store = FeatureStore(tmp_path / "ray")
         ray_engine.extract(backbones[:1], test_view, store, **run)
     finally:
